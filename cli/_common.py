@@ -1,0 +1,124 @@
+"""Option parsing and output helpers shared by every ``qdeploy`` subcommand.
+
+Kept small and dependency-light (click, stdlib; rich only inside :func:`console`) because every command
+module imports it at startup. The rule these helpers enforce: with ``--json`` the command's stdout is one
+strict JSON document and nothing else, so tables, progress and "wrote ..." notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "console",
+    "input_range_callback",
+    "json_safe",
+    "parse_range",
+    "parse_shape",
+    "parse_shapes",
+    "print_json",
+    "shapes_callback",
+]
+
+Shapes = dict[str, tuple[int, ...]] | tuple[int, ...] | None
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,64,64"`` (or ``"1x3x64x64"``) -> ``(1, 3, 64, 64)``; every dim must be a positive int."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape; write it like 1,3,64,64") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise click.BadParameter(f"{text!r}: every dimension must be a positive integer, e.g. 1,3,64,64")
+    return dims
+
+
+def parse_shapes(values: str | tuple[str, ...] | list[str] | None) -> Shapes:
+    """Parse ``--input-shape`` values into what the library takes.
+
+    Each value is either a bare shape ``1,3,64,64`` (for a model with one input) or ``NAME:1,3,64,64``;
+    several named shapes may be given by repeating the option or separating them with ``;`` or spaces.
+    Returns None when nothing was given, a tuple for one bare shape, else a dict name -> shape. Mixing bare
+    and named shapes is refused because it is ambiguous which input the bare one means.
+    """
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = (values,)
+    items = [tok for v in values for tok in v.replace(";", " ").split()]
+    if not items:
+        return None
+    named: dict[str, tuple[int, ...]] = {}
+    bare: list[tuple[int, ...]] = []
+    for item in items:
+        name, sep, shape = item.rpartition(":")
+        if sep:
+            if not name:
+                raise click.BadParameter(f"{item!r}: the input name before ':' is empty")
+            if name in named:
+                raise click.BadParameter(f"input {name!r} is given two shapes")
+            named[name] = parse_shape(shape)
+        else:
+            bare.append(parse_shape(shape))
+    if bare and (named or len(bare) > 1):
+        raise click.BadParameter("with several shapes, name each input: --input-shape NAME:1,3,64,64")
+    return bare[0] if bare else named
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``"0,255"`` -> ``(0.0, 255.0)``; low must be below high and both finite."""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a range; write it like 0,255") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise click.BadParameter(f"{text!r}: need finite LOW,HIGH with LOW < HIGH")
+    return lo, hi
+
+
+def shapes_callback(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Shapes:
+    """click callback for a ``multiple=True`` ``--input-shape`` option."""
+    return parse_shapes(value)
+
+
+def input_range_callback(ctx: click.Context, param: click.Parameter,
+                         value: str | None) -> tuple[float, float] | None:
+    """click callback for an ``--input-range LOW,HIGH`` option."""
+    return None if value is None else parse_range(value)
+
+
+def json_safe(data: Any) -> Any:
+    """Recursively replace non-finite floats by the strings "inf", "-inf", "nan" (strict JSON has none).
+
+    Strings rather than null keep "identical outputs" (SQNR inf) apart from "not measured" (null), and
+    Python's ``float()`` reads them back. Tuples become lists; other values pass through.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return "nan" if math.isnan(data) else ("inf" if data > 0 else "-inf")
+    if isinstance(data, dict):
+        return {str(k): json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    return data
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` to stdout as one indented, strict JSON document (non-finite floats as strings)."""
+    click.echo(json.dumps(json_safe(data), indent=2, allow_nan=False, default=str))
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich Console; pass ``stderr=True`` (e.g. under ``--json``) so stdout stays pure JSON."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)

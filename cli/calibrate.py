@@ -1,0 +1,142 @@
+"""`qdeploy calibrate`: options -> CalibrateConfig -> qdeploy.pipeline.calibrate_model -> summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["calibrate_cmd"]
+
+
+def _kv(values: tuple[str, ...]) -> dict[str, Any]:
+    """Parse ``key=value`` pairs, turning numbers and booleans into Python values."""
+    from qdeploy.errors import InputError
+
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise InputError(f"--method-option expects key=value, got {item!r}", "e.g. --method-option num_bins=4096")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out[key.strip()] = value
+    return out
+
+
+def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if op_types:
+        opts["op_types"] = tuple(t.strip() for t in op_types.split(",") if t.strip())
+    if include:
+        opts["include_nodes"] = include
+    if exclude:
+        opts["exclude_nodes"] = exclude
+    return opts
+
+
+@click.command("calibrate")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data", type=click.Path(path_type=Path), help="Folder of images (png/jpg/bmp), a .npy, or a .npz keyed by input name.")
+@click.option("--method", default="entropy", show_default=True, help="Observer: minmax, percentile, entropy, mse.")
+@click.option("--method-option", multiple=True, metavar="KEY=VALUE", help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
+@click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels) or tensorrt-int8 (symmetric, dedicated QDQ pairs).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
+@click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
+@click.option("--crop", type=int, default=None, help="Random square crop size (pixels) per image; default whole image.")
+@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default="0-1", show_default=True, help="Pixel value range the model expects.")
+@click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True, help="Channels fed to the model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Calibration batch size (results do not depend on it).")
+@click.option("--op-types", default=None, help="Comma list of op types to quantize (default: Conv,ConvTranspose,MatMul,Gemm).")
+@click.option("--include", multiple=True, metavar="REGEX", help="Only quantize nodes whose name matches (repeatable).")
+@click.option("--exclude", multiple=True, metavar="REGEX", help="Never quantize nodes whose name matches (repeatable).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Reuse ranges from a calibration cache JSON (no model runs).")
+@click.option("--cache-out", type=click.Path(path_type=Path), default=None, help="Where to write the cache (default: OUTPUT with .calib.json).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads while collecting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
+                  output: Path, num_samples: int | None, crop: int | None, value_range: str, color: str, seed: int,
+                  batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
+                  cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
+    """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
+
+    \b
+    Weights: INT8 per output channel, symmetric. Activations: per tensor, ranges chosen by
+    --method on --data (calibrate on training images, never on the test set you report).
+    Writes OUTPUT, OUTPUT's calibration cache (.calib.json: per tensor the observed range,
+    chosen bound, fraction clipped) and a manifest.json beside it.
+
+    \b
+    Examples:
+      qdeploy calibrate exports/abpn/model.onnx --data calib_images/ --range 0-255 \\
+          --method entropy --preset ort-cpu-int8 -o exports/abpn/model.qdq.onnx
+      qdeploy calibrate model.onnx --data calib.npz --method mse --preset tensorrt-int8 -o model.trt.qdq.onnx
+      qdeploy calibrate model.onnx --cache exports/abpn/model.qdq.calib.json -o again.qdq.onnx
+    """
+    from qdeploy.calib.data import DataConfig
+    from qdeploy.pipeline import CalibrateConfig, calibrate_model
+    from qdeploy_cli._common import console, print_json
+
+    data_cfg = None
+    if data is not None:
+        data_cfg = DataConfig(source=data, value_range=value_range, color=color, crop=crop,
+                              num_samples=num_samples, seed=seed)
+    config = CalibrateConfig(model=model, output=output, data=data_cfg, method=method,
+                             method_options=_kv(method_option), preset=preset,
+                             preset_options=_preset_options(op_types, include, exclude), cache=cache,
+                             cache_output=cache_out, batch_size=batch_size, threads=threads)
+    result = _run_with_progress(config, quiet=as_json)
+    if as_json:
+        print_json(_result_dict(result, config))
+        return
+    _print_summary(console(), result, config)
+
+
+def _run_with_progress(config: Any, quiet: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from qdeploy.pipeline import calibrate_model
+    from qdeploy_cli._common import console
+
+    columns = (TextColumn("collecting activations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(), disable=quiet, transient=True) as bar:
+        task = bar.add_task("calibrate", total=None)
+        return calibrate_model(config, lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _result_dict(result: Any, config: Any) -> dict[str, Any]:
+    return {
+        "output": str(result.output), "cache": str(result.cache), "method": config.method, "preset": config.preset,
+        "reused_cache": result.reused_cache, "seconds": round(result.seconds, 3), "summary": result.summary,
+        "integer_kernels": result.kernels, "tensors": {k: v.to_dict() for k, v in result.ranges.items()},
+    }
+
+
+def _print_summary(con: Any, result: Any, config: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({config.method}, {config.preset})")
+    for col in ("tensor", "observed min", "observed max", "chosen lo", "chosen hi", "clipped %"):
+        table.add_column(col, justify="right" if col != "tensor" else "left")
+    worst = sorted(result.ranges.values(), key=lambda r: -r.clipped_fraction)
+    for r in worst[:12]:
+        table.add_row(r.name, f"{r.observed_min:.4g}", f"{r.observed_max:.4g}", f"{r.lo:.4g}", f"{r.hi:.4g}",
+                      f"{100 * r.clipped_fraction:.3f}")
+    con.print(table)
+    if len(worst) > 12:
+        con.print(f"  ... {len(worst) - 12} more tensors in {result.cache}")
+    con.print(f"quantized: {result.summary}")
+    if result.kernels:
+        con.print(f"ONNX Runtime CPU integer kernels: {result.kernels.get('integer_ops')}; "
+                  f"float compute ops left: {result.kernels.get('float_compute_ops') or 'none'}")
+    con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
+              f"{', ranges reused from cache' if result.reused_cache else ''})")

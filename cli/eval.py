@@ -1,0 +1,100 @@
+"""`qdeploy eval`: accuracy on standard benchmarks; `eval sr` maps options to qdeploy.sr.evaluate_sr."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from qdeploy_cli._common import console, print_json
+
+__all__ = ["eval_group", "sr_cmd"]
+
+# "0-255"/"0-1" are accepted too because `qdeploy calibrate --range` spells it that way.
+_RANGES = {"255": 255, "1": 1, "0-255": 255, "0-1": 1}
+
+
+@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+def eval_group() -> None:
+    """Score models on standard benchmarks with the protocol papers use.
+
+    \b
+    Subcommands:
+      sr   super-resolution: PSNR/SSIM on the Y channel over Set5/Set14/B100/Urban100-style folders
+    """
+
+
+@eval_group.command("sr", short_help="Super-resolution PSNR/SSIM (Y channel) of ONNX models.")
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Path(path_type=Path), required=True,
+              help="Benchmark folder with HR/*.png (+ optional LR_bicubic/X{S}/<name>x{S}.png).")
+@click.option("--scale", type=click.IntRange(min=1), required=True, help="SR factor S (2, 3, 4, ...).")
+@click.option("--range", "value_range", type=click.Choice(list(_RANGES)), default="255", show_default=True,
+              help="Pixel range the model takes and returns: 255 (0..255) or 1 (0..1).")
+@click.option("--rgb-psnr", is_flag=True,
+              help="Also report RGB PSNR with a 1-pixel border crop (ABPN's metric).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
+@click.option("--backend", default="ort-cpu", show_default=True, help="ort-cpu or ort-cuda.")
+@click.option("--per-image", is_flag=True, help="Also print a per-image PSNR-Y/SSIM-Y table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the full report (per-image values too) as JSON on stdout.")
+def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str, rgb_psnr: bool,
+           max_images: int | None, threads: int | None, backend: str, per_image: bool, as_json: bool) -> None:
+    """Super-resolution PSNR/SSIM of MODELS (.onnx, dynamic H/W) on a benchmark folder.
+
+    \b
+    Dataset layout (the EDSR/BasicSR "benchmark" pack; ../shared/data/sr/Set5 is one):
+      DIR/HR/<name>.png                      ground truth (RGB or grayscale)
+      DIR/LR_bicubic/X<S>/<name>x<S>.png     LR input (optional: else made with MATLAB-exact bicubic)
+
+    \b
+    Protocol (what SR papers report): each whole LR image is fed at batch 1 as NCHW float32 RGB;
+    the output is clamped to --range, scaled to 0..255 and rounded to uint8; HR is cropped to a
+    multiple of S; PSNR and SSIM (11x11 Gaussian, sigma 1.5) are computed on the BT.601 Y channel
+    after shaving S pixels per border. A bicubic row (MATLAB imresize of LR) is always added as a
+    sanity baseline (Set5 x3: 30.40 dB). ΔPSNR is each row minus the FIRST model, so put the
+    float model first and read the quantized model's cost directly.
+
+    \b
+    Examples:
+      qdeploy eval sr abpn.onnx abpn.qdq.onnx --dataset ../shared/data/sr/Set5 --scale 3
+      qdeploy eval sr abpn.onnx --dataset ../shared/data/sr/B100 --scale 3 --max-images 10 --json
+      qdeploy eval sr --dataset ../shared/data/sr/Set14 --scale 4      (bicubic baseline only)
+    """
+    from qdeploy.errors import InputError
+    from qdeploy.sr import SREvalConfig, evaluate_sr, render_per_image_table, render_table
+
+    if not dataset.exists():
+        raise InputError(f"dataset folder not found: {dataset}",
+                         "point --dataset at a folder with HR/*.png, e.g. ../shared/data/sr/Set5")
+    config = SREvalConfig(dataset=dataset, scale=scale, value_range=_RANGES[value_range], backend=backend,
+                          threads=threads, rgb_psnr=rgb_psnr, max_images=max_images)
+    with _progress_bar() as progress:
+        report = evaluate_sr(list(models), config, progress=progress)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    out = console()
+    out.print(render_table(report))
+    if per_image:
+        out.print(render_per_image_table(report))
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A transient rich progress bar on stderr (stdout stays clean for --json), one bar per row."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console(stderr=True), transient=True) as bar:
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done)
+
+        yield update

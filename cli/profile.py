@@ -1,0 +1,133 @@
+"""``qdeploy profile``: latency, memory and accuracy of ONNX models side by side on one backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qdeploy_cli._common import console, input_range_callback, print_json, shapes_callback
+
+__all__ = ["profile_cmd"]
+
+_EPILOG = """\b
+Examples:
+  qdeploy profile model.onnx model.qdq.onnx --input-shape 1,3,360,640
+  qdeploy profile fp32.onnx int8.onnx --time-budget 20 --threads 4 --input-range 0,255
+  qdeploy profile model.onnx --input-shape x:1,3,64,64 --json -o runs/p.json | jq .models
+"""
+
+
+@click.command("profile", epilog=_EPILOG)
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--backend", default="ort-cpu", show_default=True,
+              help="Runtime to profile on (ort-cpu, ort-cuda, ...); unknown names list the choices.")
+@click.option("--input-shape", "input_shapes", multiple=True, callback=shapes_callback,
+              metavar="[NAME:]SHAPE",
+              help="Input shape, e.g. 1,3,360,640; NAME:SHAPE (repeatable) for several inputs. "
+                   "Needed for dynamic dims.")
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed runs per model (rounds when interleaved).")
+@click.option("--time-budget", "time_budget", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time for as long as this instead of --iterations (at least 5 runs each).")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed runs per model before timing.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads (default: the runtime's choice).")
+@click.option("--input-range", default="0,1", show_default=True, callback=input_range_callback,
+              metavar="LOW,HIGH", help="Uniform range of the random inputs (0,255 for raw-pixel models).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--graph-optimization", type=click.Choice(["all", "extended", "basic", "disable"]),
+              default="all", show_default=True,
+              help="Runtime graph optimization level ('all' = the real fused kernels).")
+@click.option("--sequential", is_flag=True,
+              help="Time models one after another instead of interleaved (less robust to machine noise).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("profile.json"),
+              show_default=True, help="Where to write the JSON report (written atomically).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Also write the table as markdown here.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the JSON report to stdout (table and progress go to stderr).")
+@click.pass_context
+def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backend: str, input_shapes: Any,
+                iterations: int, time_budget: float | None, warmup: int, threads: int | None,
+                input_range: tuple[float, float], seed: int, graph_optimization: str, sequential: bool,
+                output: Path, markdown: Path | None, as_json: bool) -> None:
+    """Profile ONNX MODELS side by side: latency, throughput, memory and accuracy.
+
+    The FIRST model is the reference (normally the float export): every other model's speed is given as
+    a latency ratio to it and its outputs are compared with the reference's on the same seeded random
+    inputs (SQNR, PSNR, cosine, max abs error; the reference against itself shows inf / 1 / 0).
+
+    \b
+    Side-by-side timing: machine load drifts over seconds, so timing model A and then model B would
+    mix that drift into the comparison. By default all models are opened together and every round
+    runs each model once (rotating the order); the reported ratio is the median of per-round ratios,
+    which cancels the drift. Use --sequential to time one model at a time instead.
+
+    \b
+    Peak memory is the growth of this process's RSS while each model is loaded and run once (models
+    are loaded one at a time). The report, with CPU model, VNNI support, runtime version and threads,
+    is written to --output (default ./profile.json).
+    """
+    from qdeploy.evaluate.profile import ProfileConfig, profile_models
+    from qdeploy.evaluate.report import render_table
+
+    source = ctx.get_parameter_source("iterations")
+    if time_budget is not None and source is not None and source.name == "COMMANDLINE":
+        raise click.UsageError("give either --iterations or --time-budget, not both")
+    config = ProfileConfig(backend=backend, input_shapes=input_shapes, warmup=warmup, iterations=iterations,
+                           time_budget_s=time_budget, threads=threads, seed=seed, input_range=input_range,
+                           graph_optimization=graph_optimization, interleave=not sequential)
+    err = console(stderr=True)
+    with _ProgressBar(err) as progress:
+        report = profile_models(list(models), config, progress=progress)
+    data = report.to_dict()
+    out = console(stderr=as_json)
+    out.print(render_table(report, width=out.width))
+    _write_outputs(report, data, output, markdown)
+    if as_json:
+        print_json(data)
+
+
+def _write_outputs(report: Any, data: dict[str, Any], output: Path, markdown: Path | None) -> None:
+    """Write profile.json (and the markdown table) atomically and say where they went (on stderr).
+
+    Plain ``click.echo`` rather than rich, so paths are never wrapped or read as markup.
+    """
+    from qdeploy.artifacts import atomic_path, write_json
+
+    write_json(output, data)
+    click.echo(f"wrote {output}", err=True)
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(report.to_markdown())
+        click.echo(f"wrote {markdown}", err=True)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr driven by ``profile_models``'s ``progress(stage, done, total)``."""
+
+    def __init__(self, err: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+        self._task: Any = None
+        self._stage = ""
+
+    def __enter__(self) -> _ProgressBar:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage != self._stage:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(stage, total=total)
+            self._stage = stage
+        self._bar.update(self._task, completed=done, total=total)

@@ -1,0 +1,87 @@
+"""The one place that writes files: atomic writes, content hashes and ``manifest.json``.
+
+Every output is written to a temporary name in the destination folder and renamed into place, so an
+error half-way (or Ctrl-C) never leaves a truncated model or report behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "file_sha256", "package_versions", "write_json", "write_manifest"]
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it to ``dest``, on error delete it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(dest: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically; returns the destination path."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(dest)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions(names: tuple[str, ...] = ("qdeploy", "torch", "onnx", "onnxruntime", "onnx-ir",
+                                                 "onnxscript", "onnxsim", "numpy")) -> dict[str, str]:
+    """Installed versions of the packages that decide an artifact's numbers ("absent" if missing)."""
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def write_manifest(artifact: str | os.PathLike[str], info: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` beside ``artifact``, merging with an existing manifest there.
+
+    Entries are keyed by artifact file name, each with its sha256, size, versions and ``info``.
+    """
+    artifact = Path(artifact)
+    manifest_path = artifact.parent / "manifest.json"
+    data: dict[str, Any] = {}
+    if manifest_path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(manifest_path.read_text())
+    data.setdefault("format", "qdeploy-manifest")
+    data.setdefault("version", 1)
+    artifacts = data.setdefault("artifacts", {})
+    artifacts[artifact.name] = {
+        "sha256": file_sha256(artifact),
+        "bytes": artifact.stat().st_size,
+        "versions": package_versions(),
+        **info,
+    }
+    return write_json(manifest_path, data)

@@ -1,0 +1,68 @@
+"""Graph passes (onnx_ir ``PassBase`` subclasses) and the ordered pipelines built from them.
+
+Each pass does one rewrite and documents its cases; ``qdeploy.quant.quantize`` instantiates
+:data:`QUANTIZE_PIPELINE` in order with arguments derived from a ``QuantConfig``. The order matters:
+
+1. ``NameGraphPass`` / ``CleanupGraphPass``: unique node names for regex selection, topological order so
+   "in graph order" means producers first;
+2. ``QuantizeWeightsPass``: weights become ``DQ(int initializer)``;
+3. ``InsertActivationQDQPass``: activation ``Q -> DQ`` pairs from calibrated ranges;
+4. ``QuantizeBiasPass`` (only when the config quantizes biases): needs the activation and weight DQs of
+   steps 2 and 3 to read their scales;
+5. ``DedicateQDQPass`` (only for dedicated pairs, TensorRT): splits the shared pairs of step 3;
+6. ``CleanupGraphPass``: drops the replaced float weights and restores topological order.
+"""
+
+from __future__ import annotations
+
+from onnx_ir.passes import PassBase
+
+from qdeploy.graph.passes.cleanup import CleanupGraphPass, NameGraphPass
+from qdeploy.graph.passes.dedicate_qdq import DedicateQDQPass
+from qdeploy.graph.passes.expose_tensors import ExposeTensorsPass
+from qdeploy.graph.passes.insert_activation_qdq import InsertActivationQDQPass
+from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
+from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
+from qdeploy.graph.passes.strip_qdq import StripQDQPass
+
+__all__ = [
+    "ALL_PASSES",
+    "OPTIONAL_PASSES",
+    "PREPARE_PIPELINE",
+    "QUANTIZE_PIPELINE",
+    "STRIP_PIPELINE",
+    "CleanupGraphPass",
+    "DedicateQDQPass",
+    "ExposeTensorsPass",
+    "InsertActivationQDQPass",
+    "NameGraphPass",
+    "QuantizeBiasPass",
+    "QuantizeWeightsPass",
+    "StripQDQPass",
+]
+
+#: Every pass qdeploy defines (for docs and the CLI's ``--help``).
+ALL_PASSES: tuple[type[PassBase], ...] = (
+    ExposeTensorsPass, NameGraphPass, CleanupGraphPass, QuantizeWeightsPass, InsertActivationQDQPass,
+    QuantizeBiasPass, DedicateQDQPass, StripQDQPass,
+)
+
+#: Run before selecting nodes or tensors: names for regex matching, producers before consumers.
+PREPARE_PIPELINE: tuple[type[PassBase], ...] = (NameGraphPass, CleanupGraphPass)
+
+#: The full quantization rewrite, in order (see the module docstring for why this order).
+QUANTIZE_PIPELINE: tuple[type[PassBase], ...] = (
+    *PREPARE_PIPELINE,
+    QuantizeWeightsPass,
+    InsertActivationQDQPass,
+    QuantizeBiasPass,
+    DedicateQDQPass,
+    CleanupGraphPass,
+)
+
+#: Passes of :data:`QUANTIZE_PIPELINE` that a config can switch off (``quantize_bias``,
+#: ``dedicated_qdq_pairs``); all others always run.
+OPTIONAL_PASSES: tuple[type[PassBase], ...] = (QuantizeBiasPass, DedicateQDQPass)
+
+#: Back to float (weights keep their rounding): for debugging accuracy.
+STRIP_PIPELINE: tuple[type[PassBase], ...] = (StripQDQPass, CleanupGraphPass)

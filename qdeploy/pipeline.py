@@ -1,0 +1,174 @@
+"""``calibrate_model``: float ONNX + calibration data -> calibrated QDQ ONNX, cache and summary.
+
+The steps are plain calls into the pieces that own them (graph IO, quant presets, observers, the
+collector, the cache), so the CLI and Python users run the very same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from qdeploy.artifacts import file_sha256, write_manifest
+from qdeploy.errors import InputError
+from qdeploy.graph.io import load_model, save_model
+from qdeploy.types import TensorRange
+
+__all__ = ["CalibrateConfig", "CalibrateResult", "calibrate_model", "integer_kernel_summary"]
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Everything ``qdeploy calibrate`` needs; built by the CLI from its options.
+
+    ``data`` is a :class:`qdeploy.calib.data.DataConfig` (None only when ``cache`` is given).
+    ``method_options`` override fields of the observer's config (e.g. ``{"num_bins": 4096}``);
+    ``preset_options`` override fields of the preset's :class:`QuantConfig` (op types, include/exclude).
+    """
+
+    model: Path
+    output: Path
+    data: Any = None
+    method: str = "entropy"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    preset: str = "ort-cpu-int8"
+    preset_options: dict[str, Any] = field(default_factory=dict)
+    cache: Path | None = None
+    cache_output: Path | None = None
+    batch_size: int = 1
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.cache is None:
+            raise InputError("no calibration data given", "pass --data DIR_OR_NPZ, or --cache CALIB.json to reuse ranges")
+        if Path(self.output).resolve() == Path(self.model).resolve():
+            raise InputError("the output would overwrite the input model", "choose another -o path")
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the calibration cache is written (default: ``<output stem>.calib.json`` beside the output)."""
+        return self.cache_output or self.output.with_name(self.output.name.removesuffix(".onnx") + ".calib.json")
+
+
+@dataclass(frozen=True)
+class CalibrateResult:
+    """What calibration produced: paths, ranges, structural summary and timings."""
+
+    output: Path
+    cache: Path
+    ranges: dict[str, TensorRange]
+    summary: dict[str, Any]
+    kernels: dict[str, Any]
+    seconds: float
+    reused_cache: bool
+
+
+def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
+             progress: Callable[[int, int], None] | None) -> tuple[dict[str, TensorRange], dict[str, Any]]:
+    from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.calib import make_observer
+    from qdeploy.calib.collect import CollectConfig, collect_ranges
+    from qdeploy.calib.data import count_samples, data_fingerprint, iter_samples
+
+    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    total = count_samples(config.data, specs)
+    observer = make_observer(config.method, **config.method_options)  # validates options early
+    passes = observer.passes
+    done = [0]
+
+    def on_batch(seen: int) -> None:
+        if progress:
+            progress(min(done[0] + seen, total * passes), total * passes)
+
+    def make_data():  # noqa: ANN202
+        yield from iter_samples(config.data, specs)
+        done[0] += total
+
+    ranges = collect_ranges(model, names, make_data, lambda: make_observer(config.method, **config.method_options),
+                            quant.activation, CollectConfig(config.batch_size, config.threads), on_batch)
+    data_info = {"source": str(config.data.source), "count": total, "sha256": data_fingerprint(config.data, specs)}
+    return ranges, {"observer_config": observer.config.to_dict(), "data": data_info}
+
+
+def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str]) -> dict[str, TensorRange]:
+    from qdeploy.calib.cache import load_cache
+
+    cache = load_cache(config.cache)
+    missing = [n for n in names if n not in cache.ranges]
+    if missing:
+        raise InputError(
+            f"--cache {config.cache} has no range for {len(missing)} tensor(s) this model needs, e.g. {missing[0]!r}",
+            "the cache was made for another model or preset; recalibrate with --data",
+        )
+    if cache.model_sha256 != model_sha:
+        import logging
+
+        logging.getLogger(__name__).warning("calibration cache was made for a different model file; tensor names match")
+    return dict(cache.ranges)
+
+
+def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None] | None = None) -> CalibrateResult:
+    """Calibrate and quantize ``config.model``; writes the QDQ model, its cache and manifest atomically."""
+    from qdeploy.calib.cache import CalibrationCache, save_cache
+    from qdeploy.quant import get_preset, quantization_summary, quantize, tensors_to_calibrate
+
+    start = time.perf_counter()
+    model = load_model(config.model)
+    model_sha = file_sha256(config.model)
+    quant = get_preset(config.preset, **config.preset_options)
+    names = tensors_to_calibrate(model, quant)
+    if not names:
+        raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
+                         "check --op-types / --include / --exclude")
+    if config.cache is not None:
+        ranges, extra = _load_cached(config, model_sha, names), {"observer_config": {}, "data": {"source": str(config.cache)}}
+    else:
+        ranges, extra = _collect(model, names, config, quant, progress)
+        data = extra["data"]
+        save_cache(config.cache_path, CalibrationCache(
+            model_sha256=model_sha, method=config.method, observer_config=extra["observer_config"],
+            target=quant.activation, data_source=data["source"], data_count=data["count"],
+            data_sha256=data["sha256"], ranges=ranges, extra={"preset": quant.to_dict()}))
+    qmodel = quantize(model, ranges, quant)
+    save_model(qmodel, config.output)
+    kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}
+    write_manifest(config.output, {"source_model": str(config.model), "source_sha256": model_sha,
+                                   "method": config.method, "preset": quant.to_dict(), "data": extra["data"],
+                                   "calibration_cache": str(config.cache_path if config.cache is None else config.cache)})
+    return CalibrateResult(config.output, config.cache_path if config.cache is None else Path(config.cache), ranges,
+                           quantization_summary(qmodel), kernels, time.perf_counter() - start, config.cache is not None)
+
+
+_INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "ConvInteger",
+                "QGemm", "QLinearAdd", "DynamicQuantizeMatMul")
+
+
+def integer_kernel_summary(qdq_path: Path) -> dict[str, Any]:
+    """Which ops ONNX Runtime CPU really runs as integer kernels, read from its optimized graph.
+
+    Why: a QDQ file only *allows* integer execution; ORT fuses DQ->op->Q into QLinear* kernels only when
+    the placement matches its patterns. Counting fused nodes in ``optimized_model_filepath`` is the proof.
+    """
+    import tempfile
+
+    import onnx
+
+    from qdeploy.backends import SessionOptions, get_backend
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = Path(tmp) / "optimized.onnx"
+        get_backend("ort-cpu").open(qdq_path, SessionOptions(threads=1, optimized_model_path=str(opt)))
+        graph = onnx.load(str(opt), load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    integer = {op: n for op, n in counts.items() if op in _INTEGER_OPS}
+    float_compute = {op: n for op, n in counts.items() if op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv",
+                                                                 "FusedMatMul")}
+    return {"integer_ops": integer, "float_compute_ops": float_compute,
+            "dequantize_left": counts.get("DequantizeLinear", 0), "quantize_left": counts.get("QuantizeLinear", 0)}

@@ -1,0 +1,98 @@
+"""QuantConfig: every knob of a quantization recipe in one frozen, validated, serializable object."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdeploy.graph.select import QUANTIZABLE_OP_TYPES, NodeFilter
+from qdeploy.quant.params import INT_DTYPES
+from qdeploy.types import QuantTarget
+
+__all__ = ["QuantConfig"]
+
+_TUPLE_FIELDS = ("op_types", "include_nodes", "exclude_nodes", "exclude_op_types")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a model; presets (``qdeploy.quant.presets``) are named instances of this.
+
+    Attributes:
+        name: Preset name (recorded in the quantized model's metadata).
+        activation: Activation grid; ``symmetric=True`` gives zero point 0 (TensorRT).
+        weight_bits: Weight grid bits (2..8, stored in ``weight_dtype``).
+        weight_symmetric: Zero-point-free weights (needed by TensorRT and by ORT's s8 kernels).
+        per_channel: One weight scale per output channel (axis chosen per op type).
+        op_types: Op types to quantize (subset of Conv, ConvTranspose, MatMul, Gemm).
+        include_nodes: Node-name regexes (``re.search``); empty selects every node.
+        exclude_nodes: Node-name regexes to keep in float (e.g. ``("head",)``).
+        exclude_op_types: Op types to keep float even if listed in ``op_types``.
+        dedicated_qdq_pairs: One Q->DQ pair per consumer (TensorRT) instead of one shared pair per tensor.
+        activation_dtype: "uint8" (ORT asymmetric) or "int8" (TensorRT).
+        weight_dtype: "int8" or "uint8" (ORT's u8u8 kernels).
+        reduce_range: Use ``weight_bits - 1`` bits for weights (ORT's fix for int16 saturation on AVX2).
+        quantize_bias: int32 bias through DQ (ORT's canonical QLinearConv form); TensorRT wants float.
+        quantize_outputs: Also put Q->DQ on the outputs of quantized ops, required for ORT's QLinearConv /
+            QLinearMatMul fusions (DQ -> op -> Q); with asymmetric activations a following Relu is folded.
+        isa: Which CPU variant of a preset was chosen (e.g. "avx2-no-vnni"); informational.
+    """
+
+    name: str = "custom"
+    activation: QuantTarget = field(default_factory=lambda: QuantTarget(8, False))
+    weight_bits: int = 8
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    op_types: tuple[str, ...] = QUANTIZABLE_OP_TYPES
+    include_nodes: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    dedicated_qdq_pairs: bool = False
+    activation_dtype: str = "uint8"
+    weight_dtype: str = "int8"
+    reduce_range: bool = False
+    quantize_bias: bool = False
+    quantize_outputs: bool = False
+    isa: str = "generic"
+
+    def __post_init__(self) -> None:
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} must be a sequence of strings, got the string {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.activation, QuantTarget):
+            raise ValueError(f"activation must be a QuantTarget, got {self.activation!r}")
+        if self.activation.bits > 8:
+            raise ValueError(f"activation bits must be <= 8 (8-bit storage), got {self.activation.bits}")
+        if not 2 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits must be in 2..8, got {self.weight_bits}")
+        if self.reduce_range and self.weight_bits < 3:
+            raise ValueError("reduce_range needs weight_bits >= 3")
+        for name in ("activation_dtype", "weight_dtype"):
+            if getattr(self, name) not in INT_DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(INT_DTYPES)}, got {getattr(self, name)!r}")
+        if not self.op_types:
+            raise ValueError("op_types is empty: nothing would be quantized")
+        self.node_filter  # noqa: B018 (validates op types and regexes)
+
+    @property
+    def node_filter(self) -> NodeFilter:
+        """The node selection this config describes."""
+        return NodeFilter(self.op_types, self.include_nodes, self.exclude_nodes, self.exclude_op_types)
+
+    @property
+    def effective_weight_bits(self) -> int:
+        """Bits actually used by weights (one less with ``reduce_range``)."""
+        return self.weight_bits - 1 if self.reduce_range else self.weight_bits
+
+    @property
+    def fold_relu(self) -> bool:
+        """Whether output Q goes after a following Relu (Q clamping at zp = grid minimum *is* the Relu)."""
+        return self.quantize_outputs and not self.activation.symmetric
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (tuples become lists) for manifests and ``--json``."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

@@ -1,0 +1,172 @@
+"""``quantize``: float IR model + calibrated ranges + QuantConfig -> QDQ IR model.
+
+The pass pipeline is fixed (``qdeploy.graph.passes.QUANTIZE_PIPELINE``); this module only turns a config
+into pass arguments, so every policy decision is visible in :class:`QuantConfig` and every graph rewrite in
+one pass module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import onnx_ir as ir
+from onnx_ir.passes import PassBase
+
+from qdeploy.errors import CalibrationError, UnsupportedModelError
+from qdeploy.graph.passes import (
+    OPTIONAL_PASSES,
+    PREPARE_PIPELINE,
+    QUANTIZE_PIPELINE,
+    DedicateQDQPass,
+    InsertActivationQDQPass,
+    QuantizeBiasPass,
+    QuantizeWeightsPass,
+)
+from qdeploy.graph.select import QUANTIZABLE_OP_TYPES, activation_tensors, constant_array, select_nodes
+from qdeploy.quant.config import QuantConfig
+from qdeploy.quant.params import QParams, activation_qparams, quantize_bias, quantize_weight
+from qdeploy.types import TensorRange
+
+__all__ = ["MIN_OPSET", "check_opset", "quantization_summary", "quantize", "tensors_to_calibrate"]
+
+#: Per-axis DequantizeLinear (per-channel weights) exists from opset 13.
+MIN_OPSET = 13
+METADATA_KEY = "qdeploy.quant_config"
+
+
+def check_opset(model: ir.Model) -> int:
+    """The model's default-domain opset; :class:`UnsupportedModelError` if it is below :data:`MIN_OPSET`."""
+    version = model.opset_imports.get("", model.graph.opset_imports.get("", 0))
+    if version < MIN_OPSET:
+        raise UnsupportedModelError(
+            f"model uses ONNX opset {version}; QDQ quantization needs opset >= {MIN_OPSET} "
+            "(per-channel DequantizeLinear)",
+            "re-export the model with opset 17 or newer (`qdeploy export --opset 17`)",
+        )
+    return version
+
+
+def _prepared(model: ir.Model) -> ir.Model:
+    """A named, topologically sorted copy of ``model`` (what selection and rewriting both see)."""
+    check_opset(model)
+    model = model.clone()
+    for pass_cls in PREPARE_PIPELINE:
+        pass_cls()(model)
+    return model
+
+
+def tensors_to_calibrate(model: ir.Model, config: QuantConfig) -> list[str]:
+    """Activation tensors whose ranges :func:`quantize` needs, in topological order.
+
+    These are the run-time inputs of the quantized ops and, for configs with ``quantize_outputs`` (ORT),
+    their outputs (the Relu output where a Relu follows and activations are asymmetric).
+    """
+    graph = _prepared(model).graph
+    return activation_tensors(graph, config.node_filter, config.quantize_outputs, config.fold_relu)
+
+
+def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantConfig) -> ir.Model:
+    """Return a new QDQ model; ``model`` is not modified.
+
+    Raises:
+        UnsupportedModelError: opset below 13.
+        CalibrationError: a needed range is missing or not finite (the message names the tensors).
+    """
+    qmodel = _prepared(model)
+    names = activation_tensors(qmodel.graph, config.node_filter, config.quantize_outputs, config.fold_relu)
+    params = _activation_params(names, ranges, config)
+    for pass_cls in QUANTIZE_PIPELINE:
+        instance = _instantiate(pass_cls, qmodel.graph, params, config)
+        if instance is not None:
+            instance(qmodel)
+    qmodel.metadata_props[METADATA_KEY] = json.dumps(config.to_dict(), sort_keys=True)
+    return qmodel
+
+
+def _activation_params(names: list[str], ranges: Mapping[str, TensorRange], config: QuantConfig
+                       ) -> dict[str, QParams]:
+    missing = [n for n in names if n not in ranges]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise CalibrationError(f"no calibrated range for {len(missing)} tensor(s): {shown}",
+                               "calibrate the tensors listed by tensors_to_calibrate(model, config) "
+                               "with the same config, or delete a stale calibration cache")
+    params = {}
+    for name in names:
+        r = ranges[name]
+        try:
+            params[name] = activation_qparams(r.lo, r.hi, config.activation, config.activation_dtype)
+        except ValueError as exc:
+            raise CalibrationError(f"range of {name!r} is unusable: {exc}",
+                                   "check the calibration data for NaN/Inf and recalibrate") from exc
+    return params
+
+
+def _instantiate(pass_cls: type[PassBase], graph: ir.Graph, params: dict[str, QParams],
+                 config: QuantConfig) -> PassBase | None:
+    """The pipeline step ``pass_cls`` configured from ``config`` (None when the config switches it off)."""
+    if pass_cls in OPTIONAL_PASSES and not (
+        (pass_cls is QuantizeBiasPass and config.quantize_bias)
+        or (pass_cls is DedicateQDQPass and config.dedicated_qdq_pairs)
+    ):
+        return None
+    if pass_cls is QuantizeWeightsPass:
+        quantizer = partial(_weight_quantizer, config=config)
+        return QuantizeWeightsPass(config.node_filter, quantizer, config.per_channel)
+    if pass_cls is InsertActivationQDQPass:
+        consumers = None
+        if config.dedicated_qdq_pairs and not config.quantize_outputs:
+            consumers = {n.name for n in select_nodes(graph, config.node_filter) if n.name}
+        return InsertActivationQDQPass(params, consumers)
+    if pass_cls is QuantizeBiasPass:
+        return QuantizeBiasPass(config.node_filter, quantize_bias)
+    return pass_cls()
+
+
+def _weight_quantizer(array: Any, axis: int | None, config: QuantConfig) -> tuple[Any, QParams]:
+    return quantize_weight(array, axis, config.effective_weight_bits, config.weight_symmetric,
+                           config.weight_dtype)
+
+
+def _from_dq(value: ir.Value | None) -> bool:
+    producer = value.producer() if value is not None else None
+    return producer is not None and producer.op_type == "DequantizeLinear" and producer.domain == ""
+
+
+def quantization_summary(qmodel: ir.Model) -> dict[str, Any]:
+    """Counts that say what a QDQ model actually quantized.
+
+    Keys: ``quantized_nodes`` (op type -> count of Conv/ConvTranspose/MatMul/Gemm nodes whose two main
+    inputs both come from a DequantizeLinear), ``qdq_pairs`` (Q nodes feeding a DQ), ``weights_quantized``
+    (DQ of a constant int8/uint8 tensor), ``biases_quantized`` (DQ of a constant int32 tensor),
+    ``float_nodes`` (op type -> count of every other non-QDQ node, including ones that merely read a
+    dequantized tensor, e.g. a Sigmoid) and ``float_nodes_total``.
+    """
+    quantized: Counter[str] = Counter()
+    floating: Counter[str] = Counter()
+    pairs = weights = biases = 0
+    for node in qmodel.graph:
+        if node.domain == "" and node.op_type == "QuantizeLinear":
+            pairs += any(c.op_type == "DequantizeLinear" for c in node.outputs[0].consumers())
+        elif node.domain == "" and node.op_type == "DequantizeLinear":
+            array = constant_array(node.inputs[0])
+            if array is not None:
+                biases += array.dtype.name == "int32"
+                weights += array.dtype.name != "int32"
+        elif (node.op_type in QUANTIZABLE_OP_TYPES and len(node.inputs) >= 2
+              and _from_dq(node.inputs[0]) and _from_dq(node.inputs[1])):
+            quantized[node.op_type] += 1
+        else:
+            floating[node.op_type] += 1
+    return {
+        "quantized_nodes": dict(sorted(quantized.items())),
+        "qdq_pairs": pairs,
+        "weights_quantized": weights,
+        "biases_quantized": biases,
+        "float_nodes": dict(sorted(floating.items())),
+        "float_nodes_total": sum(floating.values()),
+    }

@@ -1,0 +1,117 @@
+"""Entropy calibration: clips heavy tails with enough bins, unlike ORT's default entropy calibrator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx.parser
+import onnx_ir as ir
+import pytest
+
+from qdeploy.calib import make_observer
+from qdeploy.calib.entropy import kl_divergences
+from qdeploy.graph.io import save_model
+from qdeploy.types import QuantTarget, TensorRange
+
+ORT_MAX_RANGE_REL_TOL = 0.01  # ORT's default (128 bins) must return the max range within 1%
+OURS_MAX_SHARE_OF_RANGE = 0.5  # ours (2048 bins) must clip to under half of it
+OUTLIER_SHARE, OUTLIER_SCALE = 0.002, 50.0
+
+
+def heavy_tailed(n: int = 64, width: int = 256, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, width)).astype(np.float32)
+    x[rng.random(x.shape) < OUTLIER_SHARE] *= OUTLIER_SCALE
+    return x
+
+
+def run(name: str, x: np.ndarray, target: QuantTarget, **config: object) -> TensorRange:
+    obs = make_observer(name, **config)
+    for p in range(obs.passes):
+        for i in range(0, len(x), 8):
+            obs.observe(x[i : i + 8], p)
+    return obs.compute_range("x", target)
+
+
+def ort_entropy_range(x: np.ndarray, tmp_path: Path) -> tuple[float, float]:
+    """ORT's own entropy calibrator (default options) on an Identity model fed with ``x``."""
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    proto = onnx.parser.parse_model(
+        f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, {x.shape[1]}] x) => (float[N, {x.shape[1]}] y) {{ y = Identity(x) }}"""
+    )
+    model_path = tmp_path / "identity.onnx"
+    save_model(ir.serde.deserialize_model(proto), model_path)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": x[i : i + 8]} for i in range(0, len(x), 8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    calibrator = create_calibrator(
+        model_path,
+        augmented_model_path=str(tmp_path / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+    )
+    calibrator.collect_data(Reader())
+    lo, hi = calibrator.compute_data()["y"].range_value
+    return float(lo), float(hi)
+
+
+def test_entropy_clips_heavy_tail_where_ort_default_does_not(tmp_path: Path) -> None:
+    x = heavy_tailed()
+    amax = float(np.abs(x).max())
+    ours = run("entropy", x, QuantTarget(8, True))
+    minmax = run("minmax", x, QuantTarget(8, True))
+    ort_lo, ort_hi = ort_entropy_range(x, tmp_path)
+
+    assert minmax.hi == amax and minmax.clipped_fraction == 0.0
+    # ORT: one candidate threshold (128 bins, 128 quantized bins) = max |x|, then clamped to [min, max]
+    ort_amax = max(abs(ort_lo), abs(ort_hi))
+    assert ort_amax == pytest.approx(amax, rel=ORT_MAX_RANGE_REL_TOL)
+    assert ort_hi == pytest.approx(float(x.max()), abs=ORT_MAX_RANGE_REL_TOL * amax)
+    assert ort_lo == pytest.approx(float(x.min()), abs=ORT_MAX_RANGE_REL_TOL * amax)
+    assert ours.details["num_bins"] >= 2048
+    assert ours.hi < OURS_MAX_SHARE_OF_RANGE * ort_amax
+    assert ours.clipped_fraction > 0.0
+    assert ours.hi > float(np.percentile(np.abs(x), 99.0))  # clips outliers, not the body
+
+
+def test_fewer_bits_clip_more() -> None:
+    x = heavy_tailed(seed=1)
+    r8 = run("entropy", x, QuantTarget(8, False))
+    r4 = run("entropy", x, QuantTarget(4, False))
+    assert r4.hi < r8.hi
+    assert r4.clipped_fraction > r8.clipped_fraction
+    assert r4.details["quantized_bins"] < r8.details["quantized_bins"]
+
+
+def test_one_sided_tensor_uses_the_whole_grid_on_one_side() -> None:
+    x = np.abs(heavy_tailed(seed=2))
+    one_sided = run("entropy", x, QuantTarget(8, False))
+    symmetric = run("entropy", x, QuantTarget(8, True))
+    assert one_sided.lo == float(x.min())
+    assert one_sided.details["quantized_bins"] == 256  # all 255 steps of uint8 cover [0, T]
+    assert symmetric.details["quantized_bins"] == 128  # half of the int8 grid is unused
+    assert one_sided.hi >= symmetric.hi  # finer grid -> less reason to clip
+
+
+def test_kl_is_zero_without_clipping_or_merging_and_positive_with_clipping() -> None:
+    counts = np.array([5, 3, 0, 2, 7, 1, 0, 4], dtype=np.int64)
+    kl = kl_divergences(counts, np.array([8, 4, 8]), np.array([8, 4, 2]))
+    assert kl[0] == pytest.approx(0.0, abs=1e-12)  # every bin its own cell, nothing clipped
+    assert kl[1] > 0.0  # clipped at 4 bins: the tail mass moved into bin 3
+    assert kl[2] > 0.0  # merged into 2 cells
+
+
+def test_stride_keeps_result_close_and_is_recorded() -> None:
+    x = heavy_tailed(seed=3)
+    fine = run("entropy", x, QuantTarget(8, True))
+    coarse = run("entropy", x, QuantTarget(8, True), stride=8)
+    assert coarse.details["stride"] == 8
+    assert coarse.details["candidates"] < fine.details["candidates"]
+    assert abs(coarse.hi - fine.hi) <= 8 * (fine.observed_max - fine.observed_min) / 2048
