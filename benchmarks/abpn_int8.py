@@ -46,7 +46,7 @@ def calibration_crops(train_dir: Path, n: int, size: int, seed: int = 0) -> np.n
     from qdeploy.sr.imresize import bicubic_downscale
 
     rng = np.random.default_rng(seed)
-    files = sorted(train_dir.glob("*/*.png"))
+    files = [f for f in sorted(train_dir.glob("*/*.png")) if min(Image.open(f).size) >= 3 * size]
     picks = rng.choice(len(files), size=n, replace=len(files) < n)
     crops = []
     for i in picks:

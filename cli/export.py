@@ -15,10 +15,11 @@ from qdeploy_cli._common import console, input_range_callback, parse_shape, prin
 if TYPE_CHECKING:
     from qdeploy.export import ExportResult
 
-__all__ = ["export_cmd"]
+__all__ = ["export_cmd", "result_dict"]
 
 
-def _shapes_callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+def _shapes_callback(ctx: click.Context, param: click.Parameter,
+                     values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     """``--input-shape`` values (repeatable, ';'-separated) -> one shape per positional input."""
     shapes = []
     for item in (tok for v in values for tok in v.replace(";", " ").split()):
@@ -45,10 +46,12 @@ def _zoo_epilog() -> str:
                    "with ';' for several inputs. Optional for zoo models and builders that return inputs.")
 @click.option("--dynamic-hw", is_flag=True, help="Let height and width (last two axes of image inputs) vary.")
 @click.option("--dynamic-batch", is_flag=True, help="Let the batch size (axis 0) vary.")
-@click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True,
+              help="ONNX opset (>= 17).")
 @click.option("--simplify/--no-simplify", default=True, show_default=True,
               help="Run onnxsim after export (kept only if it still matches PyTorch).")
-@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
+              show_default=True,
               help="auto: dynamo, falling back to TorchScript when dynamo fails (the reason is printed).")
 @click.option("--input-range", callback=input_range_callback, metavar="LOW,HIGH", default=None,
               help="Value range of the random example/parity inputs [default: the zoo model's, else 0,1].")
@@ -121,7 +124,8 @@ def result_dict(result: ExportResult) -> dict[str, Any]:
 
 
 def _fmt(specs: list[Any]) -> str:
-    return ", ".join(f"{s.name} {s.dtype} [{', '.join('?' if d is None else str(d) for d in s.shape)}]" for s in specs)
+    dims = lambda s: ", ".join("?" if d is None else str(d) for d in s.shape)
+    return ", ".join(f"{s.name} {s.dtype} [{dims(s)}]" for s in specs)
 
 
 def _print_summary(result: ExportResult) -> None:
@@ -135,7 +139,8 @@ def _print_summary(result: ExportResult) -> None:
     if result.simplify_note:
         out.print(f"[yellow]{escape(result.simplify_note)}[/yellow]")
     report = result.parity
-    sizes = list(dict.fromkeys("; ".join("x".join(map(str, s)) for s in c.input_shapes) for c in report.checks))
+    sizes = list(dict.fromkeys("; ".join("x".join(map(str, s)) for s in c.input_shapes)
+                               for c in report.checks))
     allowed = max((c.max_abs_allowed for c in report.checks), default=float("nan"))
     rows = [
         ("model", f"{result.source} ({result.kind})"),
@@ -143,8 +148,9 @@ def _print_summary(result: ExportResult) -> None:
                      + (", simplified with onnxsim" if result.simplified else ", not simplified")),
         ("inputs", _fmt(result.input_specs)),
         ("outputs", _fmt(result.output_specs)),
-        ("parity", f"ORT CPU vs PyTorch: SQNR {report.worst_sqnr_db:.1f} dB (>= {report.tolerance.min_sqnr_db:g}), "
-                   f"max abs error {report.worst_max_abs_error:.3g} (<= {allowed:.3g}) at {', '.join(sizes)}"),
+        ("parity", f"ORT CPU vs PyTorch: SQNR {report.worst_sqnr_db:.1f} dB "
+                   f"(>= {report.tolerance.min_sqnr_db:g}), max abs error {report.worst_max_abs_error:.3g} "
+                   f"(<= {allowed:.3g}) at {', '.join(sizes)}"),
         ("file", f"{result.path} ({size_kib:,.1f} KiB)"),
         ("manifest", str(result.manifest)),
     ]

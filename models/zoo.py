@@ -19,7 +19,7 @@ from qdeploy.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ZOO", "ZooEntry", "build", "build_module", "example_inputs", "zoo_names"]
+__all__ = ["ZOO", "ZooEntry", "build", "build_module", "example_inputs", "get_entry", "zoo_names"]
 
 _LOG = logging.getLogger(__name__)
 _INIT_SEED = 0
@@ -48,9 +48,11 @@ class ZooEntry:
 
     def __post_init__(self) -> None:
         if not self.default_input_shape or any(d <= 0 for d in self.default_input_shape):
-            raise ValueError(f"zoo entry {self.name!r}: default_input_shape must be positive, got {self.default_input_shape}")
+            raise ValueError(f"zoo entry {self.name!r}: default_input_shape must be positive, "
+                             f"got {self.default_input_shape}")
         if not self.input_range[0] < self.input_range[1]:
-            raise ValueError(f"zoo entry {self.name!r}: input_range low must be below high, got {self.input_range}")
+            raise ValueError(f"zoo entry {self.name!r}: input_range low must be below high, "
+                             f"got {self.input_range}")
 
 
 def _abpn_x3() -> torch.nn.Module:
@@ -67,7 +69,8 @@ def _tiny_sr() -> torch.nn.Module:
 
 ZOO: Registry[ZooEntry] = Registry("zoo model")
 ZOO.add("abpn-x3", ZooEntry(
-    "abpn-x3", _abpn_x3, "ABPN x3 super-resolution (42.5k params, RGB in [0, 255]); weights trained by qdeploy",
+    "abpn-x3", _abpn_x3,
+    "ABPN x3 super-resolution (42.5k params, RGB in [0, 255]); weights trained by qdeploy",
     (1, 3, 64, 64), weights="abpn_x3.pt", input_range=(0.0, 255.0)))
 ZOO.add("tiny-sr", ZooEntry(
     "tiny-sr", _tiny_sr, "tiny 3-conv x2 SR net with fixed-seed random weights (tests and demos)",
@@ -103,7 +106,8 @@ def _load_weights(module: torch.nn.Module, entry: ZooEntry) -> None:
         module.load_state_dict(state)
     except Exception as exc:  # corrupt file, or weights for another architecture
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(f"zoo model {entry.name!r}: cannot load weights/{entry.weights} ({type(exc).__name__}: {first})",
+        raise InputError(f"zoo model {entry.name!r}: cannot load weights/{entry.weights} "
+                         f"({type(exc).__name__}: {first})",
                          "the weights file is corrupt or from another model version; retrain it "
                          "(scripts/train_abpn.py) or remove it to export with random weights") from exc
 

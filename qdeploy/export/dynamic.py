@@ -48,7 +48,10 @@ def second_size(inputs: tuple[torch.Tensor, ...], axes: Axes, value_range: tuple
     for t, entry in zip(inputs, axes):
         shape = list(t.shape)
         for axis, name in entry.items():
-            shape[axis] = shape[axis] + 1 if name == "batch" else shape[axis] * (2 if name.startswith("height") else 3)
+            if name == "batch":
+                shape[axis] += 1
+            else:
+                shape[axis] *= 2 if name.startswith("height") else 3
         shapes.append(tuple(shape))
     return random_inputs(inputs, shapes, value_range, seed)
 
@@ -89,5 +92,6 @@ def require_dynamic(model: ir.Model, axes: Axes, who: str) -> None:
             dim = value.shape[axis] if value.shape is not None else None
             if isinstance(dim, int):
                 raise ExportError(f"{who} fixed axis {axis} of input {value.name!r} to {dim} although it was "
-                                  "requested dynamic", "the model (or its .pt2 program) is specialised to one "
-                                  "size; export from Python source, or drop --dynamic-hw/--dynamic-batch")
+                                  "requested dynamic",
+                                  "the model (or its .pt2 program) is specialised to one size; export from "
+                                  "Python source, or drop --dynamic-hw/--dynamic-batch")

@@ -69,8 +69,8 @@ class ParityCheck:
         """One line with the measured numbers and the bounds they were held to."""
         shapes = ", ".join("x".join(map(str, s)) for s in self.input_shapes)
         return (f"output {self.output!r} at input {shapes}: SQNR {self.sqnr_db:.1f} dB (need >= "
-                f"{self.min_sqnr_db:g}), max abs error {self.max_abs_error:.3g} (allowed {self.max_abs_allowed:.3g}"
-                f" = tolerance x output range {self.output_range:.3g})")
+                f"{self.min_sqnr_db:g}), max abs error {self.max_abs_error:.3g} (allowed "
+                f"{self.max_abs_allowed:.3g} = tolerance x output range {self.output_range:.3g})")
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,9 @@ def _reference(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> lis
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise ExportError(f"the PyTorch model fails on inputs of shape {shapes}: {type(exc).__name__}: {first}",
-                          "check --input-shape (and --dynamic-hw: the model must accept other sizes)") from exc
+        raise ExportError(f"the PyTorch model fails on inputs of shape {shapes}: {type(exc).__name__}: "
+                          f"{first}", "check --input-shape (and --dynamic-hw: the model must accept other "
+                          "sizes)") from exc
     return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
 
@@ -176,7 +177,8 @@ def _check(shapes: tuple[tuple[int, ...], ...], name: str, ref: np.ndarray, out:
 
     if ref.shape != out.shape:
         raise ExportError(f"ONNX output {name!r} has shape {out.shape}, PyTorch gives {ref.shape} "
-                          f"(inputs {list(shapes)})", "the exporter baked in a shape; report the model to qdeploy")
+                          f"(inputs {list(shapes)})",
+                          "the exporter baked in a shape; report the model to qdeploy")
     ref64 = np.asarray(ref, np.float64)
     out_range = float(ref64.max() - ref64.min()) if ref64.size else 0.0
     scale = out_range if out_range > 0 else max(float(np.abs(ref64).max(initial=0.0)), 1.0)
@@ -198,8 +200,9 @@ def run_parity(module: torch.nn.Module, model: ir.Model, input_sets: Sequence[tu
         names = [s.name for s in session.inputs]
         for inputs in input_sets:
             if len(names) != len(inputs):
-                raise ExportError(f"the ONNX graph has {len(names)} inputs {names}, the module takes {len(inputs)}",
-                                  "an unused forward() argument was dropped by the exporter; remove it from forward()")
+                raise ExportError(f"the ONNX graph has {len(names)} inputs {names}, the module takes "
+                                  f"{len(inputs)}", "an unused forward() argument was dropped by the "
+                                  "exporter; remove it from forward()")
             refs = _reference(module, inputs)
             outs = session.run({n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})
             out_names = [s.name for s in session.outputs]

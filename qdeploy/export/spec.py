@@ -134,7 +134,8 @@ def _resolve_callable(spec: str, module: Any, func: str, kind: str) -> ResolvedM
     builder = getattr(module, func, None)
     if not callable(builder):
         found = sorted(n for n, v in vars(module).items()
-                       if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+                       if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
         raise InputError(f"{spec!r}: module has no function {func!r}",
                          f"functions defined there: {', '.join(found) or '(none)'}")
     try:
@@ -195,7 +196,8 @@ def _resolve_pt2(spec: str) -> ResolvedModel:
 
     path = Path(spec)
     if not path.is_file():
-        raise InputError(f".pt2 file not found: {path}", "check the path; save one with torch.export.save(ep, path)")
+        raise InputError(f".pt2 file not found: {path}",
+                         "check the path; save one with torch.export.save(ep, path)")
     try:
         program = torch.export.load(str(path))
     except Exception as exc:

@@ -20,7 +20,6 @@ import dataclasses
 import io
 import logging
 import re
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,14 @@ import onnx_ir as ir
 
 from qdeploy.errors import ExportError, InputError
 from qdeploy.export.dynamic import Axes, dynamic_axes, output_axes, rename_dims, require_dynamic, second_size
-from qdeploy.export.parity import ParityReport, ParityTolerance, flatten_outputs, random_inputs, require_parity, run_parity
+from qdeploy.export.parity import (
+    ParityReport,
+    ParityTolerance,
+    flatten_outputs,
+    random_inputs,
+    require_parity,
+    run_parity,
+)
 from qdeploy.export.spec import ResolvedModel, resolve_spec
 from qdeploy.types import TensorSpec
 
@@ -113,7 +119,8 @@ class ExportResult:
 def export_model(config: ExportConfig) -> ExportResult:
     """Export ``config.spec`` to ONNX, check it against PyTorch and write it with its manifest."""
     if config.output.suffix != ".onnx" or config.output.is_dir():
-        raise InputError(f"output must be an .onnx file path, got {config.output}", "e.g. -o exports/net/model.onnx")
+        raise InputError(f"output must be an .onnx file path, got {config.output}",
+                         "e.g. -o exports/net/model.onnx")
     resolved = resolve_spec(config.spec)
     value_range = config.input_range or resolved.input_range or (0.0, 1.0)
     inputs = _example_inputs(resolved, config, value_range)
@@ -162,7 +169,8 @@ def _count_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) ->
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
         raise InputError(f"the model fails on inputs of shape {shapes}: {failure_reason(exc)}",
-                         "check --input-shape: the number of inputs, channels and size the model expects") from exc
+                         "check --input-shape: the number of inputs, channels and size the model "
+                         "expects") from exc
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -172,8 +180,11 @@ def failure_reason(exc: BaseException) -> str:
     generic "Failed to export" message, so the root cause and the quoted user line are what users need.
     """
     def line(e: BaseException) -> str:
-        text = _ANSI.sub("", str(e)).strip()
-        return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+        lines = [ln.strip() for ln in _ANSI.sub("", str(e)).strip().splitlines() if ln.strip()]
+        if not lines:
+            return type(e).__name__
+        first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+        return f"{type(e).__name__}: {first}"
 
     root = exc
     while root.__cause__ is not None and root.__cause__ is not root:
@@ -233,6 +244,9 @@ def _quiet_exporters(stderr: bool = False) -> Iterator[None]:
                 (contextlib.redirect_stderr(captured) if stderr else contextlib.nullcontext()):
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # resolve_spec already called eval(); only ExportedProgram modules (.pt2) refuse it, and their
+            # mode was fixed when they were exported, so torch's "training mode" warning is noise here.
+            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -253,7 +267,8 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_
     dynamic_shapes = tuple({a: dim for a in entry} or None for entry in axes) if any(axes) else None
     with _quiet_exporters(stderr=True):
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset, optimize=True,
-                                    input_names=_names("input", len(inputs)), output_names=_names("output", n_outputs),
+                                    input_names=_names("input", len(inputs)),
+                                    output_names=_names("output", n_outputs),
                                     dynamic_shapes=dynamic_shapes, verbose=False, report=False)
     model = program.model
     rename_dims(model, axes)
@@ -277,7 +292,8 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
     buf = io.BytesIO()
     try:
         with _quiet_exporters():
-            torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=opset, do_constant_folding=True,
+            torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=opset,
+                              do_constant_folding=True,
                               input_names=in_names, output_names=out_names, dynamic_axes=dynamic or None)
     except Exception as exc:
         raise ExportError(f"the TorchScript exporter failed: {failure_reason(exc)}",
@@ -286,7 +302,8 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
     return model_from_bytes(buf.getvalue())
 
 
-def _simplify(model: ir.Model, inputs: tuple[torch.Tensor, ...], axes: Axes) -> tuple[ir.Model | None, str | None]:
+def _simplify(model: ir.Model, inputs: tuple[torch.Tensor, ...],
+              axes: Axes) -> tuple[ir.Model | None, str | None]:
     """onnxsim's result, or (None, why it was not usable); dynamic axes stay dynamic."""
     import onnxsim
 
@@ -318,7 +335,7 @@ def _simplify_and_check(model: ir.Model, module: torch.nn.Module, parity_sets: l
                 return simplified, True, None, report
             note = (f"the onnxsim result failed the parity check (SQNR {report.worst_sqnr_db:.1f} dB); "
                     "kept the unsimplified model")
-        _LOG.warning("%s", note)
+        _LOG.info("%s", note)
     report = run_parity(module, model, parity_sets, config.parity, config.threads)
     require_parity(report)
     return model, False, note, report

@@ -107,7 +107,7 @@ def model_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def module_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
-    """``make(name)`` writes TINY_NET as package ``name`` in tmp_path, puts it on sys.path, returns ``name.nets``."""
+    """``make(name)``: TINY_NET as package ``name`` in tmp_path/site, on sys.path; returns ``name.nets``."""
 
     def make(name: str) -> str:
         pkg = tmp_path / "site" / name

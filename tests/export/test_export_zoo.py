@@ -47,7 +47,8 @@ def test_abpn_loads_shipped_weights() -> None:
 
 
 def test_missing_weights_warn_and_keep_random_init(caplog: pytest.LogCaptureFixture) -> None:
-    entry = ZooEntry("ghost", lambda: torch.nn.Conv2d(1, 1, 1), "test", (1, 1, 4, 4), weights="no_such_file.pt")
+    entry = ZooEntry("ghost", lambda: torch.nn.Conv2d(1, 1, 1), "test", (1, 1, 4, 4),
+                     weights="no_such_file.pt")
     module = entry.builder()
     before = module.weight.detach().clone()
     with caplog.at_level(logging.WARNING, logger="qdeploy_models.zoo"):
@@ -63,7 +64,8 @@ def test_unknown_zoo_name_lists_names() -> None:
     assert "abpn-x3" in info.value.hint
 
 
-@pytest.mark.parametrize(("shape", "value_range"), [((), (0.0, 1.0)), ((1, 0, 4), (0.0, 1.0)), ((1, 3), (1.0, 1.0))])
+@pytest.mark.parametrize(("shape", "value_range"),
+                         [((), (0.0, 1.0)), ((1, 0, 4), (0.0, 1.0)), ((1, 3), (1.0, 1.0))])
 def test_zoo_entry_validation(shape: tuple[int, ...], value_range: tuple[float, float]) -> None:
     with pytest.raises(ValueError):
         ZooEntry("bad", lambda: torch.nn.Identity(), "bad", shape, input_range=value_range)
