@@ -50,18 +50,18 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--method-option", multiple=True, metavar="KEY=VALUE", help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
 @click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels) or tensorrt-int8 (symmetric, dedicated QDQ pairs).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
-@click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
-@click.option("--crop", type=int, default=None, help="Random square crop size (pixels) per image; default whole image.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
+@click.option("--crop", type=click.IntRange(min=1), default=None, help="Random square crop size (pixels) per image; default whole image.")
 @click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default="0-1", show_default=True, help="Pixel value range the model expects.")
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True, help="Channels fed to the model.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=1, show_default=True, help="Calibration batch size (results do not depend on it).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Calibration batch size (results do not depend on it).")
 @click.option("--op-types", default=None, help="Comma list of op types to quantize (default: Conv,ConvTranspose,MatMul,Gemm).")
 @click.option("--include", multiple=True, metavar="REGEX", help="Only quantize nodes whose name matches (repeatable).")
 @click.option("--exclude", multiple=True, metavar="REGEX", help="Never quantize nodes whose name matches (repeatable).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Reuse ranges from a calibration cache JSON (no model runs).")
 @click.option("--cache-out", type=click.Path(path_type=Path), default=None, help="Where to write the cache (default: OUTPUT with .calib.json).")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads while collecting.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
                   output: Path, num_samples: int | None, crop: int | None, value_range: str, color: str, seed: int,
@@ -108,23 +108,24 @@ def _run_with_progress(config: Any, quiet: bool) -> Any:
     from qdeploy_cli._common import console
 
     columns = (TextColumn("collecting activations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console(), disable=quiet, transient=True) as bar:
+    with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:
         task = bar.add_task("calibrate", total=None)
         return calibrate_model(config, lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _result_dict(result: Any, config: Any) -> dict[str, Any]:
     return {
-        "output": str(result.output), "cache": str(result.cache), "method": config.method, "preset": config.preset,
+        "output": str(result.output), "cache": str(result.cache), "method": result.method, "preset": config.preset,
         "reused_cache": result.reused_cache, "seconds": round(result.seconds, 3), "summary": result.summary,
-        "integer_kernels": result.kernels, "tensors": {k: v.to_dict() for k, v in result.ranges.items()},
+        "integer_kernels": result.kernels, "fusion": getattr(result, "fusion", {}),
+        "tensors": {k: v.to_dict() for k, v in result.ranges.items()},
     }
 
 
 def _print_summary(con: Any, result: Any, config: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({config.method}, {config.preset})")
+    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({result.method}, {config.preset})")
     for col in ("tensor", "observed min", "observed max", "chosen lo", "chosen hi", "clipped %"):
         table.add_column(col, justify="right" if col != "tensor" else "left")
     worst = sorted(result.ranges.values(), key=lambda r: -r.clipped_fraction)
@@ -138,5 +139,7 @@ def _print_summary(con: Any, result: Any, config: Any) -> None:
     if result.kernels:
         con.print(f"ONNX Runtime CPU integer kernels: {result.kernels.get('integer_ops')}; "
                   f"float compute ops left: {result.kernels.get('float_compute_ops') or 'none'}")
+    if getattr(result, "fusion", None):
+        con.print(f"QDQ placement: {result.fusion['line']}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
               f"{', ranges reused from cache' if result.reused_cache else ''})")

@@ -22,16 +22,21 @@ _COMMANDS = (
     ("qdeploy_cli.profile", "profile_cmd", "profile"),
     ("qdeploy_cli.eval", "eval_group", "eval"),
     ("qdeploy_cli.demo", "demo_cmd", "demo"),
+    ("qdeploy_cli.build", "build_cmd", "build"),
+    ("qdeploy_cli.check", "check_cmd", "check"),
 )
 
 
 class _LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use (commands added with ``add_command`` also work)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for _, _, name in _COMMANDS]
+        lazy = [name for _, _, name in _COMMANDS]
+        return lazy + [name for name in self.commands if name not in lazy]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
         for module, attr, name in _COMMANDS:
             if name == cmd_name:
                 try:

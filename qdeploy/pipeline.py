@@ -19,7 +19,7 @@ from qdeploy.errors import InputError
 from qdeploy.graph.io import load_model, save_model
 from qdeploy.types import TensorRange
 
-__all__ = ["CalibrateConfig", "CalibrateResult", "calibrate_model", "integer_kernel_summary"]
+__all__ = ["CalibrateConfig", "CalibrateResult", "calibrate_model", "fusion_summary", "integer_kernel_summary"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class CalibrateConfig:
             raise InputError("no calibration data given", "pass --data DIR_OR_NPZ, or --cache CALIB.json to reuse ranges")
         if Path(self.output).resolve() == Path(self.model).resolve():
             raise InputError("the output would overwrite the input model", "choose another -o path")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
 
     @property
     def cache_path(self) -> Path:
@@ -57,7 +61,10 @@ class CalibrateConfig:
 
 @dataclass(frozen=True)
 class CalibrateResult:
-    """What calibration produced: paths, ranges, structural summary and timings."""
+    """What calibration produced: paths, ranges, structural summary and timings.
+
+    ``method`` is the observer that chose ``ranges`` (the cache's method when ranges were reused).
+    """
 
     output: Path
     cache: Path
@@ -66,6 +73,8 @@ class CalibrateResult:
     kernels: dict[str, Any]
     seconds: float
     reused_cache: bool
+    method: str = ""
+    fusion: dict[str, Any] = field(default_factory=dict)
 
 
 def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
@@ -79,15 +88,13 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
     total = count_samples(config.data, specs)
     observer = make_observer(config.method, **config.method_options)  # validates options early
     passes = observer.passes
-    done = [0]
 
     def on_batch(seen: int) -> None:
         if progress:
-            progress(min(done[0] + seen, total * passes), total * passes)
+            progress(seen, total * passes)
 
     def make_data():  # noqa: ANN202
-        yield from iter_samples(config.data, specs)
-        done[0] += total
+        return iter_samples(config.data, specs)
 
     ranges = collect_ranges(model, names, make_data, lambda: make_observer(config.method, **config.method_options),
                             quant.activation, CollectConfig(config.batch_size, config.threads), on_batch)
@@ -95,7 +102,12 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
     return ranges, {"observer_config": observer.config.to_dict(), "data": data_info}
 
 
-def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str]) -> dict[str, TensorRange]:
+def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
+    """The cache at ``config.cache`` if it covers ``names`` on the preset's activation grid.
+
+    Why the grid check: observers choose bounds *for* a grid (a symmetric int8 bound is not the best
+    asymmetric uint8 one), so ranges from another preset's grid would be silently suboptimal.
+    """
     from qdeploy.calib.cache import load_cache
 
     cache = load_cache(config.cache)
@@ -105,11 +117,17 @@ def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str]) -> d
             f"--cache {config.cache} has no range for {len(missing)} tensor(s) this model needs, e.g. {missing[0]!r}",
             "the cache was made for another model or preset; recalibrate with --data",
         )
+    if cache.target != quant.activation:
+        raise InputError(
+            f"--cache {config.cache} holds ranges for a {cache.target} grid; preset {quant.name!r} quantizes "
+            f"activations to {quant.activation}",
+            "use the preset the cache was made with, or recalibrate with --data",
+        )
     if cache.model_sha256 != model_sha:
         import logging
 
         logging.getLogger(__name__).warning("calibration cache was made for a different model file; tensor names match")
-    return dict(cache.ranges)
+    return cache
 
 
 def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None] | None = None) -> CalibrateResult:
@@ -126,22 +144,38 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
         raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
                          "check --op-types / --include / --exclude")
     if config.cache is not None:
-        ranges, extra = _load_cached(config, model_sha, names), {"observer_config": {}, "data": {"source": str(config.cache)}}
+        cached = _load_cached(config, model_sha, names, quant)
+        ranges, method = dict(cached.ranges), cached.method  # the cache's method decided these ranges
+        extra, cache_path = {"data": {"source": str(config.cache)}}, Path(config.cache)
     else:
         ranges, extra = _collect(model, names, config, quant, progress)
+        method, cache_path = config.method, config.cache_path
+    qmodel = quantize(model, ranges, quant)  # before any write: a failure leaves no output behind
+    if config.cache is None:
         data = extra["data"]
-        save_cache(config.cache_path, CalibrationCache(
-            model_sha256=model_sha, method=config.method, observer_config=extra["observer_config"],
+        save_cache(cache_path, CalibrationCache(
+            model_sha256=model_sha, method=method, observer_config=extra["observer_config"],
             target=quant.activation, data_source=data["source"], data_count=data["count"],
             data_sha256=data["sha256"], ranges=ranges, extra={"preset": quant.to_dict()}))
-    qmodel = quantize(model, ranges, quant)
     save_model(qmodel, config.output)
     kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}
+    fusion = fusion_summary(qmodel, quant.name)
     write_manifest(config.output, {"source_model": str(config.model), "source_sha256": model_sha,
-                                   "method": config.method, "preset": quant.to_dict(), "data": extra["data"],
-                                   "calibration_cache": str(config.cache_path if config.cache is None else config.cache)})
-    return CalibrateResult(config.output, config.cache_path if config.cache is None else Path(config.cache), ranges,
-                           quantization_summary(qmodel), kernels, time.perf_counter() - start, config.cache is not None)
+                                   "method": method, "preset": quant.to_dict(), "data": extra["data"],
+                                   "calibration_cache": str(cache_path)})
+    return CalibrateResult(config.output, cache_path, ranges, quantization_summary(qmodel), kernels,
+                           time.perf_counter() - start, config.cache is not None, method, fusion)
+
+
+def fusion_summary(qmodel: ir.Model, preset: str) -> dict[str, Any]:
+    """The QDQ placement check for the preset's target (tensorrt-* -> TensorRT, else ONNX Runtime CPU).
+
+    Why here: calibrate should end by saying how many quantized layers the target will really run in
+    INT8, so a placement problem is seen when the model is made, not when it is profiled.
+    """
+    from qdeploy.trt.fusion import check_placement
+
+    return check_placement(qmodel, "tensorrt" if preset.startswith("tensorrt") else "ort-cpu").summary()
 
 
 _INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "ConvInteger",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qdeploy.backends.base import Backend, Session, SessionOptions, check_feeds
 from qdeploy.backends.ort import OrtBackend
+from qdeploy.backends.tensorrt import TensorRTBackend
 from qdeploy.errors import BackendUnavailableError
 from qdeploy.registry import Registry
 
@@ -13,6 +14,8 @@ BACKENDS: Registry[Backend] = Registry("backend")
 BACKENDS.add("ort-cpu", OrtBackend("ort-cpu", "CPUExecutionProvider", "pip install onnxruntime"))
 BACKENDS.add("ort-cuda", OrtBackend("ort-cuda", "CUDAExecutionProvider",
                                     "pip install 'qdeploy[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"))
+BACKENDS.add("tensorrt", TensorRTBackend("tensorrt"))
+BACKENDS.add("tensorrt-rtx", TensorRTBackend("tensorrt-rtx"))
 
 
 def backend_names() -> list[str]:

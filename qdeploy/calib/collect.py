@@ -8,6 +8,7 @@ so the ranges are identical whatever the batch size, and memory stays constant i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -16,10 +17,11 @@ import onnx_ir as ir
 
 from qdeploy.backends import SessionOptions, get_backend
 from qdeploy.errors import CalibrationError
-from qdeploy.types import QuantTarget, TensorRange
+from qdeploy.types import QuantTarget, TensorRange, TensorSpec
 
 __all__ = ["CollectConfig", "batched", "collect_ranges"]
 
+_LOG = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
 Progress = Callable[[int], None]
 
@@ -62,6 +64,18 @@ def _expose(model: ir.Model, names: list[str]) -> ir.Model:
     return ExposeTensorsPass(names)(model).model
 
 
+def _usable_batch_size(specs: list[TensorSpec], requested: int) -> int:
+    """``requested``, or 1 when an input's batch axis is fixed to 1 (batches could not be fed).
+
+    Why this is safe: ranges do not depend on the batch size (see the module docstring), so a static-batch
+    export calibrates to the same result one sample at a time instead of failing on ``--batch-size``.
+    """
+    if requested > 1 and any(s.shape and s.shape[0] == 1 for s in specs):
+        _LOG.info("model input batch axis is fixed to 1; calibrating one sample at a time")
+        return 1
+    return requested
+
+
 def _observe_all(observers: dict, values: dict[str, np.ndarray], pass_index: int) -> None:
     """Feed each tensor to its observer; name the tensor when an observer refuses the data (NaN/Inf)."""
     for name, obs in observers.items():
@@ -84,7 +98,8 @@ def collect_ranges(
     """Calibrate ``tensor_names`` of ``model`` on the samples ``make_data()`` yields (called once per pass).
 
     ``make_observer`` builds one fresh observer per tensor (see :mod:`qdeploy.calib`). ``progress`` is called
-    with the number of samples processed after each batch (across passes).
+    with the number of samples processed so far after each batch, counted across passes (a two-pass
+    observer on N samples ends at 2N).
     """
     config = config or CollectConfig()
     input_names = {v.name for v in model.graph.inputs}
@@ -92,16 +107,19 @@ def collect_ranges(
     observers = {name: make_observer() for name in tensor_names}
     n_passes = max((getattr(o, "passes", 1) for o in observers.values()), default=1)
     session = get_backend(config.backend).open(_expose(model, exposed), SessionOptions(threads=config.threads))
+    batch_size = _usable_batch_size(session.inputs, config.batch_size)
+    done = 0  # samples processed in earlier passes
     with session:
         for pass_index in range(n_passes):
             seen = 0
-            for feeds in batched(make_data(), config.batch_size):
+            for feeds in batched(make_data(), batch_size):
                 outs = session.run(feeds, exposed) if exposed else {}
                 values = {**{k: v for k, v in feeds.items() if k in observers}, **outs}
                 _observe_all(observers, values, pass_index)
                 seen += next(iter(feeds.values())).shape[0]
                 if progress:
-                    progress(seen)
+                    progress(done + seen)
+            done += seen
             if seen == 0:
                 raise CalibrationError("the calibration data yielded no samples",
                                        "point --data at a folder of images or a .npy/.npz file with samples")

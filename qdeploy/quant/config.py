@@ -37,6 +37,16 @@ class QuantConfig:
         quantize_outputs: Also put Q->DQ on the outputs of quantized ops, required for ORT's QLinearConv /
             QLinearMatMul fusions (DQ -> op -> Q); with asymmetric activations a following Relu is folded.
         isa: Which CPU variant of a preset was chosen (e.g. "avx2-no-vnni"); informational.
+        shift_one_sided: Quantize ``t - (lo + hi) / 2`` instead of a never-negative (or never-positive)
+            tensor ``t`` read by Conv/Gemm/MatMul with constant weights, folding the shift into their
+            biases (exact in float; see ``qdeploy.graph.passes.shift_activations``): a symmetric grid
+            then gains the bit it wasted on the empty side. Symmetric activations only.
+        full_integer: After quantizing, move residual Adds, data movement (Reshape/Expand/DepthToSpace...)
+            and a final Clip onto the integer side (``qdeploy.graph.passes.integer_tail``), so ORT runs
+            QLinearAdd and uint8 copies instead of full-resolution float ops. ORT style only.
+        avoid_pair_saturation: Shrink int8 conv weights just enough that no ``vpmaddubsw`` pair can
+            overflow int16 on AVX2 without VNNI (``qdeploy.graph.passes.pair_saturation``): saturation-free
+            u8s8 kernels at (per channel) between 7 and 8 weight bits. Symmetric int8 weights only.
     """
 
     name: str = "custom"
@@ -55,6 +65,9 @@ class QuantConfig:
     quantize_bias: bool = False
     quantize_outputs: bool = False
     isa: str = "generic"
+    shift_one_sided: bool = False
+    full_integer: bool = False
+    avoid_pair_saturation: bool = False
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
@@ -73,6 +86,13 @@ class QuantConfig:
         for name in ("activation_dtype", "weight_dtype"):
             if getattr(self, name) not in INT_DTYPES:
                 raise ValueError(f"{name} must be one of {sorted(INT_DTYPES)}, got {getattr(self, name)!r}")
+        if self.shift_one_sided and not self.activation.symmetric:
+            raise ValueError("shift_one_sided needs symmetric activations (an asymmetric grid already fits "
+                             "a one-sided range through its zero point)")
+        if self.full_integer and (not self.quantize_outputs or self.dedicated_qdq_pairs):
+            raise ValueError("full_integer needs quantize_outputs=True and shared QDQ pairs (ORT placement)")
+        if self.avoid_pair_saturation and (self.weight_dtype != "int8" or not self.weight_symmetric):
+            raise ValueError("avoid_pair_saturation applies to symmetric int8 weights (u8s8 kernels) only")
         if not self.op_types:
             raise ValueError("op_types is empty: nothing would be quantized")
         self.node_filter  # noqa: B018 (validates op types and regexes)

@@ -89,6 +89,12 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
     to 7-bit weights; asymmetric uint8 was inconsistent. The cost is speed: u8u8 ran ~1.4-1.9x slower than
     u8s8 on the tiny net (0.54-0.74 vs 0.38 ms), but only ~7% on ABPN 1x3x96x96, 1 thread (median 14.7 vs
     13.7 ms; float 14.1 ms on the same shared 2-core machine), a price paid for not corrupting the output.
+
+    Opt-in speed options (``get_preset("ort-cpu-int8", full_integer=True, ...)``; measured on ABPN x3 at
+    1x3x360x640, 2 threads, benchmarks/results/abpn_speed_notes.md): ``full_integer`` keeps the anchor,
+    residual Add, DepthToSpace and Clip in uint8 (INT8/FP32 0.99 -> 0.90, accuracy unchanged);
+    with int8 weights, ``avoid_pair_saturation`` makes the faster u8s8 kernels exact on AVX2 (0.80,
+    Set5 -0.028 dB vs -0.009 dB for u8u8). Off by default pending wider testing.
     """
     has_vnni = cpu_has_vnni() if vnni is None else vnni
     common = dict(
@@ -111,12 +117,20 @@ def tensorrt_int8() -> QuantConfig:
     - Q->DQ only on the *inputs* of quantized ops, one dedicated pair per consumer: TensorRT fuses each DQ
       into its consumer and decides output precision itself; a shared DQ would force a reformat.
     - float bias: TensorRT folds the bias into the int8 kernel's epilogue itself.
+    - ``shift_one_sided``: a never-negative input of a Conv/Gemm/MatMul (RGB in [0, 255], a ReLU output) is
+      quantized as ``t - (lo + hi) / 2`` with the shift folded into the bias (exact in float; padded convs
+      get an explicit ``Pad(value=-c)``), so the symmetric grid stops wasting its negative half. Measured
+      on ABPN x3 (weights snapshot of models/weights/abpn_x3.pt, 32 BSD200 96x96 crops, mse; Y-PSNR vs the
+      float model): Set5 -0.050 -> -0.017 dB, Set14 -0.018 -> -0.001 dB; output SQNR vs float +2.7 to
+      +5.7 dB per Set5 image. Cost: a Sub per shifted tensor and a Pad per padded conv (TensorRT fuses a
+      Pad into a conv only for zero padding); not yet timed on TensorRT. Pass ``shift_one_sided=False``
+      for the plain placement.
     - Needs opset >= 13 (per-axis DQ); export with opset 17.
     """
     return QuantConfig(
         name="tensorrt-int8", activation=QuantTarget(8, symmetric=True), activation_dtype="int8",
         weight_bits=8, weight_symmetric=True, weight_dtype="int8", per_channel=True, quantize_bias=False,
-        quantize_outputs=False, dedicated_qdq_pairs=True, isa="tensorrt",
+        quantize_outputs=False, dedicated_qdq_pairs=True, isa="tensorrt", shift_one_sided=True,
     )
 
 

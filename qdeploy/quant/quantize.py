@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import PassBase
 
@@ -21,14 +22,24 @@ from qdeploy.graph.passes import (
     OPTIONAL_PASSES,
     PREPARE_PIPELINE,
     QUANTIZE_PIPELINE,
+    AvoidPairSaturationPass,
+    CleanupGraphPass,
     DedicateQDQPass,
     InsertActivationQDQPass,
+    IntegerTailPass,
     QuantizeBiasPass,
     QuantizeWeightsPass,
+    ShiftOneSidedActivationsPass,
 )
-from qdeploy.graph.select import QUANTIZABLE_OP_TYPES, activation_tensors, constant_array, select_nodes
+from qdeploy.graph.select import (
+    QUANTIZABLE_OP_TYPES,
+    activation_tensors,
+    constant_array,
+    select_nodes,
+    weight_slot,
+)
 from qdeploy.quant.config import QuantConfig
-from qdeploy.quant.params import QParams, activation_qparams, quantize_bias, quantize_weight
+from qdeploy.quant.params import QParams, activation_qparams, dequantize_array, quantize_bias, quantize_weight
 from qdeploy.types import TensorRange
 
 __all__ = ["MIN_OPSET", "check_opset", "quantization_summary", "quantize", "tensors_to_calibrate"]
@@ -79,12 +90,28 @@ def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantCo
     qmodel = _prepared(model)
     names = activation_tensors(qmodel.graph, config.node_filter, config.quantize_outputs, config.fold_relu)
     params = _activation_params(names, ranges, config)
+    if config.shift_one_sided:
+        params = _shifted_params(qmodel, names, ranges, config)
     for pass_cls in QUANTIZE_PIPELINE:
         instance = _instantiate(pass_cls, qmodel.graph, params, config)
         if instance is not None:
             instance(qmodel)
+    _runtime_rewrites(qmodel, config)
     qmodel.metadata_props[METADATA_KEY] = json.dumps(config.to_dict(), sort_keys=True)
     return qmodel
+
+
+def _runtime_rewrites(qmodel: ir.Model, config: QuantConfig) -> None:
+    """Rewrites of the finished QDQ graph for the target runtime's kernels (off unless the config asks).
+
+    They run after the pipeline because both read its result: the int8 weight codes and bias DQs
+    (``avoid_pair_saturation`` rescales both), and the Q/DQ pairs around convs (``full_integer``).
+    """
+    if config.avoid_pair_saturation:
+        AvoidPairSaturationPass()(qmodel)
+    if config.full_integer:
+        IntegerTailPass(config.activation_dtype)(qmodel)
+        CleanupGraphPass()(qmodel)
 
 
 def _activation_params(names: list[str], ranges: Mapping[str, TensorRange], config: QuantConfig
@@ -104,6 +131,30 @@ def _activation_params(names: list[str], ranges: Mapping[str, TensorRange], conf
             raise CalibrationError(f"range of {name!r} is unusable: {exc}",
                                    "check the calibration data for NaN/Inf and recalibrate") from exc
     return params
+
+
+def _shifted_params(qmodel: ir.Model, names: list[str], ranges: Mapping[str, TensorRange],
+                    config: QuantConfig) -> dict[str, QParams]:
+    """Shift one-sided tensors in place; the quantized tensors become the shifted ones, with their ranges.
+
+    Runs before activation QDQ insertion because it creates the tensors (``t - c``, padded copies) that
+    the Q/DQ pairs go on; the calibration ranges stay those of the original tensors, so caches still fit.
+    The bias compensation ``c * sum(W)`` is computed from the weights as the later weight step rounds
+    them (same quantizer, same axis), i.e. the weights the op really multiplies by.
+    """
+    shift = ShiftOneSidedActivationsPass({n: ranges[n] for n in names}, config.node_filter.matches,
+                                         partial(_rounded_weight, config=config))
+    shift(qmodel)
+    names = activation_tensors(qmodel.graph, config.node_filter, config.quantize_outputs, config.fold_relu)
+    return _activation_params(names, {**ranges, **shift.shifted_ranges}, config)
+
+
+def _rounded_weight(node: ir.Node, array: np.ndarray, config: QuantConfig) -> np.ndarray:
+    """``node``'s weight as :class:`QuantizeWeightsPass` will store it, dequantized again."""
+    slot = weight_slot(node, config.per_channel)
+    axis = slot[1] if slot is not None else None
+    q, qp = _weight_quantizer(array.astype(np.float32), axis, config)
+    return dequantize_array(q, qp)
 
 
 def _instantiate(pass_cls: type[PassBase], graph: ir.Graph, params: dict[str, QParams],

@@ -11,6 +11,13 @@ Each pass does one rewrite and documents its cases; ``qdeploy.quant.quantize`` i
    steps 2 and 3 to read their scales;
 5. ``DedicateQDQPass`` (only for dedicated pairs, TensorRT): splits the shared pairs of step 3;
 6. ``CleanupGraphPass``: drops the replaced float weights and restores topological order.
+
+``ShiftOneSidedActivationsPass`` is not a pipeline step: ``quantize`` runs it (config ``shift_one_sided``)
+on the prepared graph *before* computing activation parameters, because it creates the tensors
+(``t - c``) that step 3 then quantizes, with ranges only it knows.
+
+``AvoidPairSaturationPass`` and ``IntegerTailPass`` are not pipeline steps either: ``quantize`` runs them on
+the finished QDQ graph (configs ``avoid_pair_saturation``, ``full_integer``), which they read.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ from qdeploy.graph.passes.cleanup import CleanupGraphPass, NameGraphPass
 from qdeploy.graph.passes.dedicate_qdq import DedicateQDQPass
 from qdeploy.graph.passes.expose_tensors import ExposeTensorsPass
 from qdeploy.graph.passes.insert_activation_qdq import InsertActivationQDQPass
+from qdeploy.graph.passes.integer_tail import IntegerTailPass
+from qdeploy.graph.passes.pair_saturation import AvoidPairSaturationPass
 from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
 from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
+from qdeploy.graph.passes.shift_activations import ShiftOneSidedActivationsPass
 from qdeploy.graph.passes.strip_qdq import StripQDQPass
 
 __all__ = [
     "ALL_PASSES",
+    "AvoidPairSaturationPass",
     "OPTIONAL_PASSES",
     "PREPARE_PIPELINE",
     "QUANTIZE_PIPELINE",
@@ -35,16 +46,19 @@ __all__ = [
     "DedicateQDQPass",
     "ExposeTensorsPass",
     "InsertActivationQDQPass",
+    "IntegerTailPass",
     "NameGraphPass",
     "QuantizeBiasPass",
     "QuantizeWeightsPass",
+    "ShiftOneSidedActivationsPass",
     "StripQDQPass",
 ]
 
 #: Every pass qdeploy defines (for docs and the CLI's ``--help``).
 ALL_PASSES: tuple[type[PassBase], ...] = (
     ExposeTensorsPass, NameGraphPass, CleanupGraphPass, QuantizeWeightsPass, InsertActivationQDQPass,
-    QuantizeBiasPass, DedicateQDQPass, StripQDQPass,
+    QuantizeBiasPass, DedicateQDQPass, StripQDQPass, ShiftOneSidedActivationsPass, AvoidPairSaturationPass,
+    IntegerTailPass,
 )
 
 #: Run before selecting nodes or tensors: names for regex matching, producers before consumers.
