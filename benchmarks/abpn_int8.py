@@ -92,7 +92,7 @@ def sr_psnr(paths: list[Path], dataset: Path, graph_optimization: str) -> list[f
 
     report = evaluate_sr(paths, SREvalConfig(dataset=dataset, scale=3, value_range=255, threads=2,
                                              graph_optimization=graph_optimization))
-    return [row.psnr_y for row in report.models if row.kind != "bicubic"]
+    return [row.psnr_y for row in report.models]
 
 
 def output_sqnr(float_path: Path, paths: list[Path], dataset: Path) -> list[float]:

@@ -40,14 +40,13 @@ def demo_cmd(workdir: Path, method: str, preset: str, iterations: int, threads: 
                     "artifacts": {k: str(v) for k, v in result.artifacts.items()}})
         return
     table = Table(title=f"ABPN x3 on the bundled eval images ({result.image_source}); ORT CPU")
-    for col in ("model", "PSNR-Y dB", "SSIM-Y", "Δ dB", "p50 ms", "latency ratio", "size KB", "output SQNR dB"):
+    for col in ("model", "PSNR-Y dB", "SSIM-Y", "Δ dB", "p50 ms", "vs float", "size KB"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in result.rows:
         table.add_row(r["model"], f"{r['psnr_y']:.3f}", f"{r['ssim_y']:.4f}", f"{r['delta_db']:+.3f}",
                       f"{r['latency_p50_ms']:.1f}" if "latency_p50_ms" in r else "-",
                       f"{r['latency_ratio']:.2f}" if "latency_ratio" in r else "-",
-                      f"{r['size_kb']:.0f}" if "size_kb" in r else "-",
-                      f"{r['output_sqnr_db']:.1f}" if "output_sqnr_db" in r else "-")
+                      f"{r['size_kb']:.0f}" if "size_kb" in r else "-")
     con.print(table)
     for name, path in result.artifacts.items():
         con.print(f"  {name}: {path}")

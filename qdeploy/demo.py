@@ -80,19 +80,17 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> DemoResult:
     log(f"3/4 profiled on ORT CPU at {'x'.join(map(str, cfg.profile_shape))}, {cfg.threads} threads, interleaved")
     sr = evaluate_sr([float_path, qdq_path], SREvalConfig(dataset=eval_dir, scale=3, threads=cfg.threads))
     log(f"4/4 evaluated x3 SR on {eval_dir}")
-    scored = [m for m in sr.models if m.kind != "bicubic"]
+    scored = list(sr.models)
     rows = []
-    for label, score, prof_row in zip(("float32", f"int8 ({cfg.method})"), scored, prof.models):
+    for label, score, prof_row in zip(("float32", f"int8 {cfg.method}"), scored, prof.models, strict=True):
         rows.append({
             "model": label, "psnr_y": score.psnr_y, "ssim_y": score.ssim_y,
             "delta_db": score.psnr_y - scored[0].psnr_y, "latency_p50_ms": prof_row.latency_ms.p50,
             "latency_ratio": prof_row.ratio_vs_first, "size_kb": prof_row.size_bytes / 1024,
-            "output_sqnr_db": prof_row.worst_accuracy().get("sqnr_db", float("inf")),
+            "random_input_sqnr_db": prof_row.worst_accuracy().get("sqnr_db", float("inf")),
         })
-    bicubic = [m for m in sr.models if m.kind == "bicubic"]
-    if bicubic:
-        rows.append({"model": "bicubic (reference)", "psnr_y": bicubic[0].psnr_y, "ssim_y": bicubic[0].ssim_y,
-                     "delta_db": bicubic[0].psnr_y - scored[0].psnr_y})
+    rows.append({"model": "bicubic", "psnr_y": sr.bicubic.psnr_y, "ssim_y": sr.bicubic.ssim_y,
+                 "delta_db": sr.bicubic.psnr_y - scored[0].psnr_y})
     arts = {"float": float_path, "qdq": qdq_path, "calibration_images": calib_dir, "eval_images": eval_dir,
             "manifest": cfg.workdir / "manifest.json"}
     return DemoResult(float_path, qdq_path, rows, demo_image_source(), arts)

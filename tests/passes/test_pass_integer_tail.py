@@ -27,7 +27,6 @@ FLOAT_TAIL_OPS = {"Add", "Clip", "Conv", "FusedConv"}
 def sr_model() -> ir.Model:
     """ABPN x3 with 8 features (anchor, residual Add, DepthToSpace, Clip(0, 255)), input 1x3x10x12."""
     import torch
-
     from qdeploy_models.abpn import ABPN
 
     torch.manual_seed(0)
@@ -40,7 +39,7 @@ def sr_feeds() -> list[dict[str, np.ndarray]]:
     return [{"x": np.round(rng.uniform(0, 255, (1, 3, 10, 12))).astype(np.float32)} for _ in range(4)]
 
 
-def _quantized(model: ir.Model, feeds, full_integer: bool) -> ir.Model:  # noqa: ANN001
+def _quantized(model: ir.Model, feeds, full_integer: bool) -> ir.Model:
     config = get_preset("ort-cpu-int8", full_integer=full_integer, weight_dtype="uint8")
     names = tensors_to_calibrate(model, config)
     return quantize(model, minmax_ranges(model, names, feeds), config)

@@ -37,11 +37,11 @@ from qdeploy.graph.passes.strip_qdq import StripQDQPass
 
 __all__ = [
     "ALL_PASSES",
-    "AvoidPairSaturationPass",
     "OPTIONAL_PASSES",
     "PREPARE_PIPELINE",
     "QUANTIZE_PIPELINE",
     "STRIP_PIPELINE",
+    "AvoidPairSaturationPass",
     "CleanupGraphPass",
     "DedicateQDQPass",
     "ExposeTensorsPass",
