@@ -26,13 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _ort_baseline import ort_quantize_static  # noqa: E402
 
-QDQ_VARIANTS = [  # (label, method, preset, method options)
+QDQ_VARIANTS = [  # (label, method, preset, preset overrides)
     ("qdeploy minmax / ort-cpu-int8", "minmax", "ort-cpu-int8", {}),
     ("qdeploy percentile / ort-cpu-int8", "percentile", "ort-cpu-int8", {}),
     ("qdeploy entropy / ort-cpu-int8", "entropy", "ort-cpu-int8", {}),
     ("qdeploy mse / ort-cpu-int8", "mse", "ort-cpu-int8", {}),
+    ("qdeploy mse / ort-cpu-int8, int8 weights + avoid_pair_saturation", "mse", "ort-cpu-int8",
+     {"weight_dtype": "int8", "avoid_pair_saturation": True}),
+    ("qdeploy mse / ort-cpu-int8, full_integer off", "mse", "ort-cpu-int8", {"full_integer": False}),
     ("qdeploy minmax / tensorrt-int8", "minmax", "tensorrt-int8", {}),
     ("qdeploy mse / tensorrt-int8", "mse", "tensorrt-int8", {}),
+    ("qdeploy mse / tensorrt-int8, no input/ReLU shift", "mse", "tensorrt-int8", {"shift_one_sided": False}),
 ]
 ORT_VARIANTS = [("ORT quantize_static MinMax", "MinMax", False), ("ORT quantize_static Entropy", "Entropy", False),
                 ("ORT quantize_static Percentile", "Percentile", False),
@@ -72,11 +76,11 @@ def build_variants(float_path: Path, crops: np.ndarray, work: Path) -> dict[str,
     npz = work / "calib.npz"
     np.savez(npz, input=crops)
     variants: dict[str, dict] = {}
-    for label, method, preset, opts in QDQ_VARIANTS:
-        out = work / f"{method}_{preset}.qdq.onnx"
+    for k, (label, method, preset, opts) in enumerate(QDQ_VARIANTS):
+        out = work / f"v{k}_{method}_{preset}.qdq.onnx"
         t = time.perf_counter()
         calibrate_model(CalibrateConfig(model=float_path, output=out, data=DataConfig(source=npz), method=method,
-                                        method_options=opts, preset=preset))
+                                        preset=preset, preset_options=opts, threads=2))
         variants[label] = {"path": out, "calib_s": time.perf_counter() - t, "kind": preset}
     feeds = [{"input": crops[i:i + 1]} for i in range(len(crops))]
     for label, method, rr in ORT_VARIANTS:
@@ -130,7 +134,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/abpn_int8"))
     ap.add_argument("--crops", type=int, default=64)
     ap.add_argument("--crop-size", type=int, default=96)
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--sets", default="Set5,Set14,B100")
     args = ap.parse_args()
     sr = args.shared / "sr"

@@ -1,4 +1,4 @@
-"""``qdeploy profile``: latency, memory and accuracy of ONNX models side by side on one backend."""
+"""``qdeploy profile``: latency, memory and accuracy of ONNX models side by side on one or more backends."""
 
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ Examples:
   qdeploy profile model.onnx model.qdq.onnx --input-shape 1,3,360,640
   qdeploy profile fp32.onnx int8.onnx --time-budget 20 --threads 4 --input-range 0,255
   qdeploy profile model.onnx --input-shape x:1,3,64,64 --json -o runs/p.json | jq .models
+  qdeploy profile fp32.onnx int8.onnx --backend ort-cpu --backend ort-cuda --fp16 --report runs/r
 """
 
 
 @click.command("profile", epilog=_EPILOG)
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", default="ort-cpu", show_default=True,
-              help="Runtime to profile on (ort-cpu, ort-cuda, ...); unknown names list the choices.")
+@click.option("--backend", "backends", multiple=True, default=("ort-cpu",), show_default=True,
+              help="Runtime to profile on (ort-cpu, ort-cuda, tensorrt, ...); repeat for several. "
+                   "Unavailable ones become skipped rows while one works.")
+@click.option("--fp16", is_flag=True,
+              help="Also profile an FP16 copy of every float32 model (float16 math, float32 inputs/outputs).")
 @click.option("--input-shape", "input_shapes", multiple=True, callback=shapes_callback,
               metavar="[NAME:]SHAPE",
               help="Input shape, e.g. 1,3,360,640; NAME:SHAPE (repeatable) for several inputs. "
@@ -47,18 +51,28 @@ Examples:
               show_default=True, help="Where to write the JSON report (written atomically).")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write the table as markdown here.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write DIR/report.md, DIR/report.html (self-contained, with charts) and "
+                   "DIR/profile.json; -o is then written only when given.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report to stdout (table and progress go to stderr).")
 @click.pass_context
-def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backend: str, input_shapes: Any,
-                iterations: int, time_budget: float | None, warmup: int, threads: int | None,
-                input_range: tuple[float, float], seed: int, graph_optimization: str, sequential: bool,
-                output: Path, markdown: Path | None, as_json: bool) -> None:
+def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], fp16: bool,
+                input_shapes: Any, iterations: int, time_budget: float | None, warmup: int,
+                threads: int | None, input_range: tuple[float, float], seed: int, graph_optimization: str,
+                sequential: bool, output: Path, markdown: Path | None, report_dir: Path | None,
+                as_json: bool) -> None:
     """Profile ONNX MODELS side by side: latency, throughput, memory and accuracy.
 
     The FIRST model is the reference (normally the float export): every other model's speed is given as
     a latency ratio to it and its outputs are compared with the reference's on the same seeded random
     inputs (SQNR, PSNR, cosine, max abs error; the reference against itself shows inf / 1 / 0).
+
+    \b
+    One report for several backends: rows are model x precision x backend. Precision is read from the
+    graph (fp32, fp16, int8-qdq, int4-weights); the INT8 column counts the quantized layers that will
+    run as INT8 kernels on that backend (ort-cuda: 0, it has no static INT8 kernels). Accuracy is
+    always against the first model on the first backend that runs.
 
     \b
     Side-by-side timing: machine load drifts over seconds, so timing model A and then model B would
@@ -77,29 +91,38 @@ def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backend: str, inpu
     source = ctx.get_parameter_source("iterations")
     if time_budget is not None and source is not None and source.name == "COMMANDLINE":
         raise click.UsageError("give either --iterations or --time-budget, not both")
-    config = ProfileConfig(backend=backend, input_shapes=input_shapes, warmup=warmup, iterations=iterations,
-                           time_budget_s=time_budget, threads=threads, seed=seed, input_range=input_range,
-                           graph_optimization=graph_optimization, interleave=not sequential)
+    config = ProfileConfig(backends=backends, fp16=fp16, input_shapes=input_shapes, warmup=warmup,
+                           iterations=iterations, time_budget_s=time_budget, threads=threads, seed=seed,
+                           input_range=input_range, graph_optimization=graph_optimization,
+                           interleave=not sequential)
     err = console(stderr=True)
     with _ProgressBar(err) as progress:
         report = profile_models(list(models), config, progress=progress)
     data = report.to_dict()
     out = console(stderr=as_json)
     out.print(render_table(report, width=out.width))
-    _write_outputs(report, data, output, markdown)
+    output_source = ctx.get_parameter_source("output")
+    json_path = output if report_dir is None or output_source.name == "COMMANDLINE" else None
+    _write_outputs(report, data, json_path, markdown, report_dir)
     if as_json:
         print_json(data)
 
 
-def _write_outputs(report: Any, data: dict[str, Any], output: Path, markdown: Path | None) -> None:
-    """Write profile.json (and the markdown table) atomically and say where they went (on stderr).
-
-    Plain ``click.echo`` rather than rich, so paths are never wrapped or read as markup.
+def _write_outputs(report: Any, data: dict[str, Any], output: Path | None, markdown: Path | None,
+                   report_dir: Path | None) -> None:
+    """Write profile.json, the markdown table and the report folder atomically and say where they went
+    (on stderr). Plain ``click.echo`` rather than rich, so paths are never wrapped or read as markup.
     """
     from qdeploy.artifacts import atomic_path, write_json
 
-    write_json(output, data)
-    click.echo(f"wrote {output}", err=True)
+    if report_dir is not None:
+        from qdeploy.evaluate.report_html import write_report
+
+        for path in write_report(report, report_dir).values():
+            click.echo(f"wrote {path}", err=True)
+    if output is not None:
+        write_json(output, data)
+        click.echo(f"wrote {output}", err=True)
     if markdown is not None:
         with atomic_path(markdown) as tmp:
             tmp.write_text(report.to_markdown())

@@ -30,6 +30,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared/read
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
