@@ -61,6 +61,12 @@ def _abpn_x3() -> torch.nn.Module:
     return ABPN(scale=3, features=28, colors=3)
 
 
+def _swinir_light_x2() -> torch.nn.Module:
+    from qdeploy_models.swinir import swinir_light
+
+    return swinir_light(scale=2)
+
+
 def _tiny_sr() -> torch.nn.Module:
     from qdeploy_models.tiny import TinySR
 
@@ -72,6 +78,10 @@ ZOO.add("abpn-x3", ZooEntry(
     "abpn-x3", _abpn_x3,
     "ABPN x3 super-resolution (42.5k params, RGB in [0, 255]); weights trained by qdeploy",
     (1, 3, 64, 64), weights="abpn_x3.pt", input_range=(0.0, 255.0)))
+ZOO.add("swinir-light-x2", ZooEntry(
+    "swinir-light-x2", _swinir_light_x2,
+    "SwinIR-light x2 (paper architecture, 910k params, RGB in [0, 1], any H/W); weights trained by qdeploy",
+    (1, 3, 64, 64), weights="swinir_light_x2.pt", input_range=(0.0, 1.0)))
 ZOO.add("tiny-sr", ZooEntry(
     "tiny-sr", _tiny_sr, "tiny 3-conv x2 SR net with fixed-seed random weights (tests and demos)",
     (1, 3, 16, 16), weights=None, input_range=(0.0, 1.0)))
@@ -109,7 +119,7 @@ def _load_weights(module: torch.nn.Module, entry: ZooEntry) -> None:
         raise InputError(f"zoo model {entry.name!r}: cannot load weights/{entry.weights} "
                          f"({type(exc).__name__}: {first})",
                          "the weights file is corrupt or from another model version; retrain it "
-                         "(scripts/train_abpn.py) or remove it to export with random weights") from exc
+                         "(scripts/train_sr.py) or remove it to export with random weights") from exc
 
 
 def build_module(name: str) -> torch.nn.Module:
