@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
+from qdeploy.calib import observer_names  # numpy only: cheap, and --help lists every registered method
+
 __all__ = ["calibrate_cmd"]
+
+_BITS = re.compile(r"W(\d+)A(\d+)", re.IGNORECASE)
 
 
 def _kv(values: tuple[str, ...]) -> dict[str, Any]:
@@ -32,6 +37,24 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _bits_options(bits: str | None, preset: str) -> dict[str, Any]:
+    """``--bits W4A4`` -> ``weight_bits=4`` and the preset's activation grid with 4 bits (same symmetry)."""
+    import dataclasses
+
+    from qdeploy.errors import InputError
+    from qdeploy.quant import get_preset
+
+    if bits is None:
+        return {}
+    match = _BITS.fullmatch(bits.strip())
+    w, a = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not (2 <= w <= 8 and 2 <= a <= 8):
+        raise InputError(f"--bits expects WxAy with weight and activation bits in 2..8, got {bits!r}",
+                         "e.g. --bits W8A8, W4A4, W3A3, W2A2 or W4A8")
+    activation = get_preset(preset).activation
+    return {"weight_bits": w, "activation": dataclasses.replace(activation, bits=a)}
+
+
 def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if op_types:
@@ -46,9 +69,14 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.command("calibrate")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data", type=click.Path(path_type=Path), help="Folder of images (png/jpg/bmp), a .npy, or a .npz keyed by input name.")
-@click.option("--method", default="entropy", show_default=True, help="Observer: minmax, percentile, entropy, mse.")
+@click.option("--method", default="entropy", show_default=True,
+              help=f"Observer: {', '.join(observer_names())}.")
 @click.option("--method-option", multiple=True, metavar="KEY=VALUE", help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
 @click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels) or tensorrt-int8 (symmetric, dedicated QDQ pairs).")
+@click.option("--bits", default=None, metavar="WxAy",
+              help="Weight and activation bits, e.g. W4A4, W3A3, W2A2, W8A8 (default: the preset's, W8A8). "
+                   "Below 8 bits values are stored in 8-bit types and saturate on the low-bit grid: an "
+                   "accuracy emulation, not faster kernels.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
 @click.option("--crop", type=click.IntRange(min=1), default=None, help="Random square crop size (pixels) per image; default whole image.")
@@ -64,13 +92,14 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
-                  output: Path, num_samples: int | None, crop: int | None, value_range: str, color: str, seed: int,
+                  bits: str | None, output: Path, num_samples: int | None, crop: int | None, value_range: str,
+                  color: str, seed: int,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
     """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
 
     \b
-    Weights: INT8 per output channel, symmetric. Activations: per tensor, ranges chosen by
+    Weights: INT8 (or --bits) per output channel, symmetric. Activations: per tensor, ranges chosen by
     --method on --data (calibrate on training images, never on the test set you report).
     Writes OUTPUT, OUTPUT's calibration cache (.calib.json: per tensor the observed range,
     chosen bound, fraction clipped) and a manifest.json beside it.
@@ -81,6 +110,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
           --method entropy --preset ort-cpu-int8 -o exports/abpn/model.qdq.onnx
       qdeploy calibrate model.onnx --data calib.npz --method mse --preset tensorrt-int8 -o model.trt.qdq.onnx
       qdeploy calibrate model.onnx --cache exports/abpn/model.qdq.calib.json -o again.qdq.onnx
+      qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 -o swinir.w4a4.qdq.onnx
     """
     from qdeploy.calib.data import DataConfig
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
@@ -92,7 +122,8 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
                               num_samples=num_samples, seed=seed)
     config = CalibrateConfig(model=model, output=output, data=data_cfg, method=method,
                              method_options=_kv(method_option), preset=preset,
-                             preset_options=_preset_options(op_types, include, exclude), cache=cache,
+                             preset_options={**_preset_options(op_types, include, exclude),
+                                             **_bits_options(bits, preset)}, cache=cache,
                              cache_output=cache_out, batch_size=batch_size, threads=threads)
     result = _run_with_progress(config, quiet=as_json)
     if as_json:

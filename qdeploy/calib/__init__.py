@@ -6,7 +6,8 @@ package is imported:
 - ``minmax``: observed extremes (1 pass);
 - ``percentile``: histogram percentile (2 passes);
 - ``entropy``: TensorRT-style KL threshold search, grid-aware (2 passes);
-- ``mse``: expected fake-quant MSE search on the actual grid (2 passes).
+- ``mse``: expected fake-quant MSE search on the actual grid (2 passes);
+- ``dobi``: 2DQuant's linear bound search, bell or one-sided family chosen from the histogram (2 passes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from qdeploy.calib.base import (
     make_observer,
     observer_names,
 )
+from qdeploy.calib.dobi import DOBIConfig, DOBIObserver
 from qdeploy.calib.entropy import EntropyConfig, EntropyObserver
 from qdeploy.calib.minmax import MinMaxConfig, MinMaxObserver
 from qdeploy.calib.mse import MSEConfig, MSEObserver
@@ -26,6 +28,8 @@ from qdeploy.calib.percentile import PercentileConfig, PercentileObserver
 
 __all__ = [
     "OBSERVERS",
+    "DOBIConfig",
+    "DOBIObserver",
     "EntropyConfig",
     "EntropyObserver",
     "HistogramConfig",
@@ -41,6 +45,6 @@ __all__ = [
     "observer_names",
 ]
 
-for _cls in (MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver):
+for _cls in (MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver, DOBIObserver):
     OBSERVERS.add(_cls.method, _cls)
 del _cls

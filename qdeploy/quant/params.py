@@ -31,7 +31,8 @@ __all__ = [
 #: overflow in ``x / scale`` for |x| up to ~1e30.
 MIN_SCALE = 1e-8
 
-#: Storage dtypes the QDQ passes emit (8-bit only: opset 13 QuantizeLinear supports no others).
+#: Storage dtypes the QDQ passes emit (8-bit only: opset 13 QuantizeLinear supports no others; narrower
+#: grids live inside them, see :attr:`QParams.qmin`).
 INT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 
 
@@ -41,11 +42,17 @@ class QParams:
 
     Per-tensor parameters are 0-d arrays and ``axis`` is None; per-channel parameters are 1-D arrays with
     one entry per slice along ``axis`` (what ``DequantizeLinear`` opset 13 expects).
+
+    ``qmin``/``qmax`` are saturation limits narrower than the storage dtype's, set for sub-8-bit grids
+    (e.g. 4 bits in uint8: [0, 15]); None means the dtype's limits. ``QuantizeLinear`` saturates only at
+    the dtype's limits, so the activation QDQ pass reads these to saturate sub-8-bit tensors on their grid.
     """
 
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None = None
+    qmin: int | None = None
+    qmax: int | None = None
 
     @property
     def dtype(self) -> str:
@@ -97,15 +104,23 @@ def activation_qparams(lo: float, hi: float, target: QuantTarget, dtype: str) ->
     else:
         scale = max((hi - lo) / (qmax - qmin), MIN_SCALE)
         zp = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
-    return QParams(np.array(scale, np.float32), np.array(zp, np_dtype))
+    narrow = target.bits < 8 * np.dtype(np_dtype).itemsize  # 8-bit grids saturate in the dtype itself
+    return QParams(np.array(scale, np.float32), np.array(zp, np_dtype),
+                   qmin=qmin if narrow else None, qmax=qmax if narrow else None)
 
 
 def quantize_array(x: np.ndarray, qp: QParams) -> np.ndarray:
-    """``QuantizeLinear`` in numpy (round half to even, saturate to the storage dtype)."""
+    """``QuantizeLinear`` in numpy (round half to even), saturating on the grid ``[qmin, qmax]`` when set.
+
+    Without ``qmin``/``qmax`` this saturates at the storage dtype like ``QuantizeLinear``; with them it is
+    what the QDQ graph computes for a sub-8-bit activation (grid Clip, then ``QuantizeLinear``).
+    """
     scale, zp = _broadcast(qp, x.ndim)
     info = np.iinfo(qp.zero_point.dtype)
+    low = info.min if qp.qmin is None else qp.qmin
+    high = info.max if qp.qmax is None else qp.qmax
     q = np.rint(x.astype(np.float32) / scale) + zp.astype(np.float64)
-    return np.clip(q, info.min, info.max).astype(qp.zero_point.dtype)
+    return np.clip(q, low, high).astype(qp.zero_point.dtype)
 
 
 def dequantize_array(q: np.ndarray, qp: QParams) -> np.ndarray:
@@ -122,32 +137,63 @@ def _broadcast(qp: QParams, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return qp.scale.reshape(shape), qp.zero_point.reshape(shape)
 
 
+def _grid(lo: np.ndarray, hi: np.ndarray, qmin: int, qmax: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, zero point) of the grid that spans [lo, hi] (both contain 0)."""
+    if symmetric:
+        scale = np.maximum(np.maximum(-lo, hi) / ((qmax - qmin) / 2), MIN_SCALE)
+        return scale, np.full(scale.shape, (qmin + qmax) // 2)
+    scale = np.maximum((hi - lo) / (qmax - qmin), MIN_SCALE)
+    return scale, np.clip(np.round(qmin - lo / scale), qmin, qmax)
+
+
+WEIGHT_CLIP_CANDIDATES = 100
+"""Shrink factors tried per channel by ``clip="mse"`` (1.0 down to 0.2 in equal steps)."""
+
+
+def _mse_shrink(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, qmin: int, qmax: int,
+                symmetric: bool) -> np.ndarray:
+    """Per-row factor in [0.2, 1] scaling [lo, hi] that minimises the weight's rounding + clipping MSE.
+
+    Why: at 8 bits the max-abs grid is near optimal, but at 2-4 bits one outlier per channel stretches the
+    few levels so far that most weights round to zero; clipping the outlier costs less than that. This is
+    the weight half of DOBI's bound search (2DQuant searches weight bounds the same way), done per channel.
+    """
+    best_err = np.full(rows.shape[0], np.inf)
+    best = np.ones(rows.shape[0])
+    for factor in np.linspace(1.0, 0.2, WEIGHT_CLIP_CANDIDATES):
+        scale, zp = _grid(lo * factor, hi * factor, qmin, qmax, symmetric)
+        q = np.clip(np.rint(rows / scale[:, None]) + zp[:, None], qmin, qmax)
+        err = np.square((q - zp[:, None]) * scale[:, None] - rows).sum(axis=1)
+        better = err < best_err
+        best_err[better], best[better] = err[better], factor
+    return best
+
+
 def quantize_weight(
-    w: np.ndarray, axis: int | None, bits: int = 8, symmetric: bool = True, dtype: str = "int8"
+    w: np.ndarray, axis: int | None, bits: int = 8, symmetric: bool = True, dtype: str = "int8",
+    clip: str = "max",
 ) -> tuple[np.ndarray, QParams]:
     """Quantize a constant weight per channel along ``axis`` (or per tensor when ``axis`` is None).
 
     Symmetric int8, 8 bits: ``scale_c = max|w_c| / 127``, zp 0; e.g. a channel with max |w| 0.5 gets
     scale 0.003937 and w = 0.1 -> q = 25. With ``bits=7`` (ORT's ``reduce_range``) the grid is [-63, 63],
     which keeps the u8 x s8 pair sums of AVX2's ``vpmaddubsw`` inside int16 (2 * 255 * 63 = 32130 < 32767).
-    Asymmetric grids use each channel's own [min, max] widened to include 0.
+    Asymmetric grids use each channel's own [min, max] widened to include 0. ``clip="mse"`` shrinks each
+    channel's range to the factor that minimises its quantization MSE (see :func:`_mse_shrink`).
 
     Returns:
         The integer array (same shape as ``w``) and its :class:`QParams`.
     """
     w = np.asarray(w, np.float32)
-    if axis is None:
-        lo, hi = np.array([w.min(initial=0.0)]), np.array([w.max(initial=0.0)])
-    else:
-        moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-        lo, hi = moved.min(axis=1, initial=0.0), moved.max(axis=1, initial=0.0)
+    moved = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    lo, hi = moved.min(axis=1, initial=0.0), moved.max(axis=1, initial=0.0)
     qmin, qmax = int_range(bits, dtype, symmetric)
-    if symmetric:
-        scale = np.maximum(np.maximum(-lo, hi) / ((qmax - qmin) / 2), MIN_SCALE)
-        zp = np.full(scale.shape, (qmin + qmax) // 2)
-    else:
-        scale = np.maximum((hi - lo) / (qmax - qmin), MIN_SCALE)
-        zp = np.clip(np.round(qmin - lo / scale), qmin, qmax)
+    if clip == "mse":
+        shrink = _mse_shrink(moved, lo, hi, qmin, qmax, symmetric)
+        lo, hi = lo * shrink, hi * shrink
+    elif clip != "max":
+        raise ValueError(f"clip must be 'max' or 'mse', got {clip!r}")
+    scale, zp = _grid(lo, hi, qmin, qmax, symmetric)
     scale = scale.astype(np.float32)
     zp = zp.astype(INT_DTYPES[dtype])
     if axis is None:

@@ -135,6 +135,28 @@ def tensorrt_int8() -> QuantConfig:
     )
 
 
+@PRESETS.register("lowbit-sim")
+def lowbit_sim() -> QuantConfig:
+    """Accuracy simulation at any bit width (W8A8 down to W2A2), the placement 2DQuant evaluates.
+
+    - Q->DQ on the *inputs* of MatMul/Gemm only: every Linear's input and weight, and both operands of the
+      attention batched matmuls (q, k, v and the softmax output). Convolutions stay float unless
+      ``op_types`` adds ``Conv`` (2DQuant keeps them float: they are 14% of SwinIR-light's operations).
+    - asymmetric activations (post-softmax and post-GELU tensors are one-sided), symmetric per-channel
+      weights (deployable on TensorRT and ORT, unlike 2DQuant's per-tensor asymmetric weights), float
+      bias, no output Q/DQ; per-channel MSE-searched weight clipping (``weight_clip="mse"``).
+    - Below 8 bits the grid is emulated honestly in 8-bit storage (values saturate at the low-bit grid).
+      No CPU runtime has W4A4 kernels: this preset measures accuracy, not speed; judge it with plain Q/DQ
+      math (``graph_optimization="disable"``).
+    """
+    return QuantConfig(
+        name="lowbit-sim", op_types=("MatMul", "Gemm"), activation=QuantTarget(8, symmetric=False),
+        activation_dtype="uint8", weight_bits=8, weight_symmetric=True, weight_dtype="int8", per_channel=True,
+        quantize_bias=False, quantize_outputs=False, dedicated_qdq_pairs=False, isa="simulation",
+        weight_clip="mse",
+    )
+
+
 def preset_names() -> list[str]:
     """Names accepted by ``get_preset`` / ``--preset``."""
     return PRESETS.names()

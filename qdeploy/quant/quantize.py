@@ -180,7 +180,7 @@ def _instantiate(pass_cls: type[PassBase], graph: ir.Graph, params: dict[str, QP
 
 def _weight_quantizer(array: Any, axis: int | None, config: QuantConfig) -> tuple[Any, QParams]:
     return quantize_weight(array, axis, config.effective_weight_bits, config.weight_symmetric,
-                           config.weight_dtype)
+                           config.weight_dtype, config.weight_clip)
 
 
 def _from_dq(value: ir.Value | None) -> bool:

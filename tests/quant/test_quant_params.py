@@ -84,3 +84,20 @@ def test_bias_example_and_overflow() -> None:
 
 def test_qparams_dtype_name() -> None:
     assert QParams(np.array(1.0, np.float32), np.array(0, np.int8)).dtype == "int8"
+
+
+def test_mse_weight_clip_beats_max_at_low_bits_and_keeps_the_grid() -> None:
+    from qdeploy.quant.params import dequantize_array, quantize_weight
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_t(3, size=(16, 64)).astype(np.float32)  # heavy-tailed rows, like trained weights
+    errs = {}
+    for clip in ("max", "mse"):
+        q, qp = quantize_weight(w, axis=0, bits=3, clip=clip)
+        assert q.min() >= -3 and q.max() <= 3  # still the 3-bit symmetric grid
+        errs[clip] = float(np.square(dequantize_array(q, qp) - w).mean())
+    assert errs["mse"] < 0.8 * errs["max"]
+    q8, qp8 = quantize_weight(w, axis=0, bits=8, clip="mse")
+    q8m, qp8m = quantize_weight(w, axis=0, bits=8, clip="max")
+    err8 = float(np.square(dequantize_array(q8, qp8) - w).mean())
+    assert err8 <= float(np.square(dequantize_array(q8m, qp8m) - w).mean()) + 1e-12

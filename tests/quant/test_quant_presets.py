@@ -13,7 +13,7 @@ from qdeploy.types import QuantTarget
 
 
 def test_names_and_unknown_preset_lists_them() -> None:
-    assert preset_names() == ["ort-cpu-int8", "tensorrt-int8"]
+    assert preset_names() == ["lowbit-sim", "ort-cpu-int8", "tensorrt-int8"]
     with pytest.raises(InputError) as info:
         get_preset("tflite")
     assert "ort-cpu-int8" in info.value.hint and "tensorrt-int8" in info.value.hint
@@ -69,3 +69,10 @@ def test_preset_contents() -> None:
 ])
 def test_cpu_has_vnni_parses_flags(text: str, expected: bool) -> None:
     assert cpu_has_vnni(text) is expected
+
+
+def test_lowbit_sim_quantizes_inputs_of_linear_and_batched_matmuls_only() -> None:
+    config = get_preset("lowbit-sim", bits=4)
+    assert config.op_types == ("MatMul", "Gemm") and config.weight_clip == "mse"
+    assert config.activation == QuantTarget(4, symmetric=False) and config.weight_bits == 4
+    assert not config.quantize_outputs and not config.quantize_bias and not config.full_integer

@@ -7,8 +7,8 @@ from typing import Protocol
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["NameSet", "QParamsLike", "add_initializer", "is_qdq", "make_dequantize", "make_quantize",
-           "param_values", "place_at_start"]
+__all__ = ["NameSet", "QParamsLike", "add_initializer", "grid_clip_bounds", "is_qdq", "make_dequantize",
+           "make_quantize", "param_values", "place_at_start"]
 
 
 class QParamsLike(Protocol):
@@ -21,6 +21,30 @@ class QParamsLike(Protocol):
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None
+
+
+def grid_clip_bounds(qp: QParamsLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """Float bounds ``[(qmin - zp) * scale, (qmax - zp) * scale]`` of a grid narrower than its storage.
+
+    ``QuantizeLinear`` saturates only at the storage dtype (uint8: 0..255), so a 4-bit tensor stored in
+    uint8 would let an out-of-range value reach code 30 instead of saturating at 15. A Clip to these
+    bounds in front of the Q makes the QDQ pair saturate on the real grid. None when ``qp`` carries no
+    ``qmin``/``qmax`` (``qdeploy.quant.params.activation_qparams`` sets them only below 8 bits) or they
+    are the dtype's own limits.
+
+    Raises:
+        ValueError: per-channel parameters with a narrow grid (one Clip cannot hold per-channel bounds).
+    """
+    qmin, qmax = getattr(qp, "qmin", None), getattr(qp, "qmax", None)
+    if qmin is None or qmax is None:
+        return None
+    info = np.iinfo(np.asarray(qp.zero_point).dtype)
+    if (qmin, qmax) == (info.min, info.max):
+        return None
+    if np.ndim(qp.scale) != 0:
+        raise ValueError("a sub-8-bit grid needs per-tensor parameters (got per-channel scales)")
+    scale, zp = np.float32(qp.scale), int(np.asarray(qp.zero_point))
+    return np.array((qmin - zp) * scale, np.float32), np.array((qmax - zp) * scale, np.float32)
 
 
 class NameSet:
