@@ -55,6 +55,14 @@ def _bits_options(bits: str | None, preset: str) -> dict[str, Any]:
     return {"weight_bits": w, "activation": dataclasses.replace(activation, bits=a)}
 
 
+def _refine_options(refine: str | None, iterations: int, lr: float, batch: int, device: str, seed: int,
+                    quiet: bool) -> dict[str, Any]:
+    if refine is None:
+        return {}
+    return {"iterations": iterations, "lr": lr, "batch_size": batch, "device": device, "seed": seed,
+            "show_progress": not quiet}
+
+
 def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if op_types:
@@ -72,11 +80,22 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--method", default="entropy", show_default=True,
               help=f"Observer: {', '.join(observer_names())}.")
 @click.option("--method-option", multiple=True, metavar="KEY=VALUE", help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
-@click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels) or tensorrt-int8 (symmetric, dedicated QDQ pairs).")
+@click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels), tensorrt-int8 (symmetric, dedicated QDQ pairs) or lowbit-sim (inputs of MatMul/Gemm incl. attention, any --bits; accuracy simulation).")
 @click.option("--bits", default=None, metavar="WxAy",
               help="Weight and activation bits, e.g. W4A4, W3A3, W2A2, W8A8 (default: the preset's, W8A8). "
                    "Below 8 bits values are stored in 8-bit types and saturate on the low-bit grid: an "
                    "accuracy emulation, not faster kernels.")
+@click.option("--shift-qk", is_flag=True,
+              help="Exact shifted query/key quantization for attention: quantize q - mean(q) and k - mean(k) "
+                   "(per head, calibrated) and add back the per-key term in float; attention is unchanged "
+                   "before rounding.")
+@click.option("--refine", type=click.Choice(["dqc"]), default=None,
+              help="After calibrating, refine the QDQ scales: dqc = distillation against the float model on "
+                   "--data (L1 on the output + normalised feature losses, Adam, straight-through rounding).")
+@click.option("--dqc-iterations", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--dqc-lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
+@click.option("--dqc-batch", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--dqc-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
 @click.option("--crop", type=click.IntRange(min=1), default=None, help="Random square crop size (pixels) per image; default whole image.")
@@ -92,7 +111,8 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
-                  bits: str | None, output: Path, num_samples: int | None, crop: int | None, value_range: str,
+                  bits: str | None, shift_qk: bool, refine: str | None, dqc_iterations: int, dqc_lr: float,
+                  dqc_batch: int, dqc_device: str, output: Path, num_samples: int | None, crop: int | None, value_range: str,
                   color: str, seed: int,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
@@ -110,7 +130,8 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
           --method entropy --preset ort-cpu-int8 -o exports/abpn/model.qdq.onnx
       qdeploy calibrate model.onnx --data calib.npz --method mse --preset tensorrt-int8 -o model.trt.qdq.onnx
       qdeploy calibrate model.onnx --cache exports/abpn/model.qdq.calib.json -o again.qdq.onnx
-      qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 -o swinir.w4a4.qdq.onnx
+      qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 --preset lowbit-sim \\
+          --shift-qk --refine dqc --dqc-iterations 200 -o swinir.w4a4.qdq.onnx
     """
     from qdeploy.calib.data import DataConfig
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
@@ -123,8 +144,11 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
     config = CalibrateConfig(model=model, output=output, data=data_cfg, method=method,
                              method_options=_kv(method_option), preset=preset,
                              preset_options={**_preset_options(op_types, include, exclude),
-                                             **_bits_options(bits, preset)}, cache=cache,
-                             cache_output=cache_out, batch_size=batch_size, threads=threads)
+                                             **_bits_options(bits, preset),
+                                             **({"shift_qk": True} if shift_qk else {})}, cache=cache,
+                             cache_output=cache_out, batch_size=batch_size, threads=threads, refine=refine,
+                             refine_options=_refine_options(refine, dqc_iterations, dqc_lr, dqc_batch, dqc_device,
+                                                            seed, as_json))
     result = _run_with_progress(config, quiet=as_json)
     if as_json:
         print_json(_result_dict(result, config))
@@ -149,7 +173,7 @@ def _result_dict(result: Any, config: Any) -> dict[str, Any]:
         "output": str(result.output), "cache": str(result.cache), "method": result.method, "preset": config.preset,
         "reused_cache": result.reused_cache, "seconds": round(result.seconds, 3), "summary": result.summary,
         "integer_kernels": result.kernels, "fusion": getattr(result, "fusion", {}),
-        "tensors": {k: v.to_dict() for k, v in result.ranges.items()},
+        "tensors": {k: v.to_dict() for k, v in result.ranges.items()}, "refine": getattr(result, "refine", {}),
     }
 
 
@@ -170,6 +194,11 @@ def _print_summary(con: Any, result: Any, config: Any) -> None:
     if result.kernels:
         con.print(f"ONNX Runtime CPU integer kernels: {result.kernels.get('integer_ops')}; "
                   f"float compute ops left: {result.kernels.get('float_compute_ops') or 'none'}")
+    refined = getattr(result, "refine", None)
+    if refined:
+        con.print(f"DQC: loss {refined.get('initial_loss', float('nan')):.4g} -> "
+                  f"{refined.get('final_loss', float('nan')):.4g} in {refined.get('seconds', 0):.0f}s"
+                  f"{'' if refined.get('applied', True) else ' (no improvement: calibrated scales kept)'}")
     if getattr(result, "fusion", None):
         con.print(f"QDQ placement: {result.fusion['line']}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"

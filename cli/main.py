@@ -19,11 +19,13 @@ __all__ = ["cli", "main"]
 _COMMANDS = (
     ("qdeploy_cli.export", "export_cmd", "export"),
     ("qdeploy_cli.calibrate", "calibrate_cmd", "calibrate"),
+    ("qdeploy_cli.weights", "quantize_weights_cmd", "quantize-weights"),
     ("qdeploy_cli.profile", "profile_cmd", "profile"),
     ("qdeploy_cli.eval", "eval_group", "eval"),
     ("qdeploy_cli.demo", "demo_cmd", "demo"),
     ("qdeploy_cli.build", "build_cmd", "build"),
     ("qdeploy_cli.check", "check_cmd", "check"),
+    ("qdeploy_cli.analyze", "analyze_cmd", "analyze"),
 )
 
 
@@ -83,6 +85,7 @@ def cli(verbose: int) -> None:
     The path, one command per step:
       qdeploy export    SPEC -o exports/net/model.onnx          PyTorch -> ONNX, parity-checked
       qdeploy calibrate MODEL.onnx --data DIR -o model.qdq.onnx calibrated QDQ (INT8) graph
+      qdeploy quantize-weights MODEL.onnx -o model.int4w.onnx   INT4 block-wise weights, no data
       qdeploy profile   MODEL.onnx MODEL.qdq.onnx               latency + accuracy side by side
       qdeploy eval sr   MODEL.onnx ... --dataset DIR --scale 3  standard SR PSNR/SSIM (Y channel)
       qdeploy demo                                              all of the above on the bundled ABPN x3

@@ -29,6 +29,9 @@ class CalibrateConfig:
     ``data`` is a :class:`qdeploy.calib.data.DataConfig` (None only when ``cache`` is given).
     ``method_options`` override fields of the observer's config (e.g. ``{"num_bins": 4096}``);
     ``preset_options`` override fields of the preset's :class:`QuantConfig` (op types, include/exclude).
+    ``refine`` names a refinement of the quantized model's parameters (``qdeploy.refine.REFINERS``, e.g.
+    "dqc") run on the calibration data after quantizing; ``refine_options`` are its config fields
+    (for DQC: iterations, lr, batch_size, feature_weight, seed, device, ...; ``show_progress``).
     """
 
     model: Path
@@ -42,6 +45,8 @@ class CalibrateConfig:
     cache_output: Path | None = None
     batch_size: int = 1
     threads: int | None = None
+    refine: str | None = None
+    refine_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.data is None and self.cache is None:
@@ -52,6 +57,9 @@ class CalibrateConfig:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.refine is not None and self.data is None:
+            raise InputError(f"--refine {self.refine} needs calibration data (it distils on it)",
+                             "pass --data DIR_OR_NPZ as well as (or instead of) --cache")
 
     @property
     def cache_path(self) -> Path:
@@ -75,6 +83,7 @@ class CalibrateResult:
     reused_cache: bool
     method: str = ""
     fusion: dict[str, Any] = field(default_factory=dict)
+    refine: dict[str, Any] = field(default_factory=dict)
 
 
 def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
@@ -100,6 +109,31 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
                             quant.activation, CollectConfig(config.batch_size, config.threads), on_batch)
     data_info = {"source": str(config.data.source), "count": total, "sha256": data_fingerprint(config.data, specs)}
     return ranges, {"observer_config": observer.config.to_dict(), "data": data_info}
+
+
+def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
+    """Per-head attention q/k means for ``shift_qk``: from the reused cache, else one streamed data pass.
+
+    Why the cache holds them: the shifted q/k ranges were calibrated *for* these means, so reusing the
+    ranges is only sound together with the same means.
+    """
+    from qdeploy.calib.attention_stats import collect_qk_means, qk_means_from_json
+
+    if config.cache is not None:
+        from qdeploy.calib.cache import load_cache
+
+        stored = load_cache(config.cache).extra.get("shift_qk")
+        if stored is None:
+            raise InputError(f"--cache {config.cache} holds no attention q/k means (made without shift_qk)",
+                             "recalibrate with --data, or quantize without shift_qk")
+        return qk_means_from_json(stored)
+    from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.calib.collect import CollectConfig
+    from qdeploy.calib.data import iter_samples
+
+    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    return collect_qk_means(model, lambda: iter_samples(config.data, specs),
+                            CollectConfig(config.batch_size, config.threads))
 
 
 def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
@@ -132,14 +166,17 @@ def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quan
 
 def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None] | None = None) -> CalibrateResult:
     """Calibrate and quantize ``config.model``; writes the QDQ model, its cache and manifest atomically."""
+    from qdeploy.calib.attention_stats import qk_means_to_json
     from qdeploy.calib.cache import CalibrationCache, save_cache
     from qdeploy.quant import get_preset, quantization_summary, quantize, tensors_to_calibrate
+    from qdeploy.quant.quantize import calibration_model
 
     start = time.perf_counter()
     model = load_model(config.model)
     model_sha = file_sha256(config.model)
     quant = get_preset(config.preset, **config.preset_options)
-    names = tensors_to_calibrate(model, quant)
+    means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
+    names = tensors_to_calibrate(model, quant, means)
     if not names:
         raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
                          "check --op-types / --include / --exclude")
@@ -148,23 +185,39 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
         ranges, method = dict(cached.ranges), cached.method  # the cache's method decided these ranges
         extra, cache_path = {"data": {"source": str(config.cache)}}, Path(config.cache)
     else:
-        ranges, extra = _collect(model, names, config, quant, progress)
+        ranges, extra = _collect(calibration_model(model, quant, means), names, config, quant, progress)
         method, cache_path = config.method, config.cache_path
-    qmodel = quantize(model, ranges, quant)  # before any write: a failure leaves no output behind
+    qmodel = quantize(model, ranges, quant, means)  # before any write: a failure leaves no output behind
+    refine_report: dict[str, Any] = {}
+    if config.refine is not None:  # the cache keeps the observer's ranges; refinement acts on the model only
+        qmodel, refine_report = _refine(model, qmodel, config)
     if config.cache is None:
         data = extra["data"]
         save_cache(cache_path, CalibrationCache(
             model_sha256=model_sha, method=method, observer_config=extra["observer_config"],
             target=quant.activation, data_source=data["source"], data_count=data["count"],
-            data_sha256=data["sha256"], ranges=ranges, extra={"preset": quant.to_dict()}))
+            data_sha256=data["sha256"], ranges=ranges, extra={"preset": quant.to_dict()} | (
+                {"shift_qk": qk_means_to_json(means)} if means is not None else {})))
     save_model(qmodel, config.output)
     kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}
     fusion = fusion_summary(qmodel, quant.name)
     write_manifest(config.output, {"source_model": str(config.model), "source_sha256": model_sha,
                                    "method": method, "preset": quant.to_dict(), "data": extra["data"],
-                                   "calibration_cache": str(cache_path)})
+                                   "calibration_cache": str(cache_path)}
+                   | ({"refine": refine_report} if refine_report else {}))
     return CalibrateResult(config.output, cache_path, ranges, quantization_summary(qmodel), kernels,
-                           time.perf_counter() - start, config.cache is not None, method, fusion)
+                           time.perf_counter() - start, config.cache is not None, method, fusion, refine_report)
+
+
+def _refine(model: ir.Model, qmodel: ir.Model, config: CalibrateConfig) -> tuple[ir.Model, dict[str, Any]]:
+    """Run ``config.refine`` on the calibration samples (all of them, held in memory: refinement iterates)."""
+    from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.calib.data import iter_samples
+    from qdeploy.refine import refine
+
+    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    samples = list(iter_samples(config.data, specs))
+    return refine(config.refine, model, qmodel, samples, config.refine_options)
 
 
 def fusion_summary(qmodel: ir.Model, preset: str) -> dict[str, Any]:

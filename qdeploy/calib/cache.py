@@ -38,6 +38,10 @@ class CalibrationCache:
     data_sha256: str
     ranges: dict[str, TensorRange]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Optional per-tensor precision (``{tensor: "int4" | "int8" | "float"}``) chosen by
+    #: ``qdeploy.analyze.search_precision`` or edited by hand; re-applied with ``ApplyPrecisionMapPass``.
+    #: Written only when set, so version-1 readers and caches without it are unaffected.
+    precision_map: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document."""
@@ -51,7 +55,7 @@ class CalibrationCache:
             "data": {"source": self.data_source, "count": self.data_count, "sha256": self.data_sha256},
             "tensors": {name: r.to_dict() for name, r in self.ranges.items()},
             "extra": dict(self.extra),
-        }
+        } | ({"precision_map": dict(self.precision_map)} if self.precision_map is not None else {})
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> CalibrationCache:
@@ -68,6 +72,7 @@ class CalibrationCache:
             data_sha256=str(data["sha256"]),
             ranges={name: TensorRange.from_dict(r) for name, r in doc["tensors"].items()},
             extra=dict(doc.get("extra", {})),
+            precision_map=_precision_map(doc.get("precision_map")),
         )
 
     def mismatches(
@@ -88,6 +93,16 @@ class CalibrationCache:
             ("calibration data", self.data_sha256, data_sha256),
         ]
         return [f"{what} differs (cache: {old!r}, now: {new!r})" for what, old, new in checks if old != new]
+
+
+def _precision_map(value: Any) -> dict[str, str] | None:
+    """The optional ``precision_map`` field: a JSON object of strings (hand-edited, so checked)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ValueError('"precision_map" must map tensor names to strings such as "int8" or "float"')
+    return dict(value)
 
 
 def save_cache(path: str | os.PathLike[str], cache: CalibrationCache) -> Path:

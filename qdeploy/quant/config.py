@@ -49,6 +49,11 @@ class QuantConfig:
             u8s8 kernels at (per channel) between 7 and 8 weight bits. Symmetric int8 weights only.
         weight_clip: "max" (grid spans each channel's max |w|) or "mse" (each channel's range shrunk to
             the factor minimising its quantization MSE; matters at 2-4 bits, ~no change at 8).
+        shift_qk: Quantize ``q - mu_q`` and ``k - mu_k`` (per-head means calibrated on the data) at the
+            attention score MatMuls, with the per-key term ``mu_q . k`` added back in float so attention
+            is unchanged before rounding (``qdeploy.graph.passes.shift_qk``; Q-SCI's shift made exact):
+            the per-tensor grid stops spending its codes on the channels' offsets. Needs the means
+            (``quantize(..., qk_means=...)``; ``calibrate_model`` collects them in one extra pass).
     """
 
     name: str = "custom"
@@ -71,6 +76,7 @@ class QuantConfig:
     full_integer: bool = False
     avoid_pair_saturation: bool = False
     weight_clip: str = "max"
+    shift_qk: bool = False
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
@@ -100,6 +106,8 @@ class QuantConfig:
             raise ValueError(f"weight_clip must be 'max' or 'mse', got {self.weight_clip!r}")
         if not self.op_types:
             raise ValueError("op_types is empty: nothing would be quantized")
+        if self.shift_qk and ("MatMul" not in self.op_types or "MatMul" in self.exclude_op_types):
+            raise ValueError("shift_qk shifts the inputs of attention MatMuls: it needs MatMul in op_types")
         self.node_filter  # noqa: B018 (validates op types and regexes)
 
     @property

@@ -30,7 +30,9 @@ from qdeploy.graph.passes import (
     QuantizeBiasPass,
     QuantizeWeightsPass,
     ShiftOneSidedActivationsPass,
+    ShiftQKPass,
 )
+from qdeploy.graph.passes.shift_qk import QKMeans
 from qdeploy.graph.select import (
     QUANTIZABLE_OP_TYPES,
     activation_tensors,
@@ -42,7 +44,8 @@ from qdeploy.quant.config import QuantConfig
 from qdeploy.quant.params import QParams, activation_qparams, dequantize_array, quantize_bias, quantize_weight
 from qdeploy.types import TensorRange
 
-__all__ = ["MIN_OPSET", "check_opset", "quantization_summary", "quantize", "tensors_to_calibrate"]
+__all__ = ["MIN_OPSET", "calibration_model", "check_opset", "quantization_summary", "quantize",
+           "tensors_to_calibrate"]
 
 #: Per-axis DequantizeLinear (per-channel weights) exists from opset 13.
 MIN_OPSET = 13
@@ -61,33 +64,69 @@ def check_opset(model: ir.Model) -> int:
     return version
 
 
-def _prepared(model: ir.Model) -> ir.Model:
-    """A named, topologically sorted copy of ``model`` (what selection and rewriting both see)."""
+def _prepared(model: ir.Model, config: QuantConfig | None = None,
+              qk_means: Mapping[str, QKMeans] | None = None) -> ir.Model:
+    """A named, topologically sorted copy of ``model`` (what selection and rewriting both see).
+
+    With ``config.shift_qk`` the attention q/k are shifted here (exact in float), because the shifted
+    tensors are what gets calibrated and quantized: selection must see them.
+    """
     check_opset(model)
     model = model.clone()
     for pass_cls in PREPARE_PIPELINE:
         pass_cls()(model)
+    if config is not None and config.shift_qk:
+        _shift_qk(model, qk_means)
     return model
 
 
-def tensors_to_calibrate(model: ir.Model, config: QuantConfig) -> list[str]:
+def _shift_qk(model: ir.Model, qk_means: Mapping[str, QKMeans] | None) -> None:
+    shift = ShiftQKPass(qk_means or {})
+    shift(model)
+    if shift.missing:
+        missing = shift.missing
+        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise CalibrationError(f"shift_qk: no q/k means for {len(missing)} attention block(s): {shown}",
+                               "collect them on this model (qdeploy.calib.attention_stats.collect_qk_means) "
+                               "and pass qk_means=..., or set shift_qk=False")
+
+
+def calibration_model(model: ir.Model, config: QuantConfig,
+                      qk_means: Mapping[str, QKMeans] | None = None) -> ir.Model:
+    """The float model to run for calibration: ``model``, or with ``config.shift_qk`` its shifted copy.
+
+    Why: the shifted q/k (``q - mu_q``) are new tensors whose ranges an observer must see; the copy
+    computes the same outputs as ``model`` (up to float rounding), so collecting on it is sound.
+    """
+    return _prepared(model, config, qk_means) if config.shift_qk else model
+
+
+def tensors_to_calibrate(model: ir.Model, config: QuantConfig,
+                         qk_means: Mapping[str, QKMeans] | None = None) -> list[str]:
     """Activation tensors whose ranges :func:`quantize` needs, in topological order.
 
     These are the run-time inputs of the quantized ops and, for configs with ``quantize_outputs`` (ORT),
-    their outputs (the Relu output where a Relu follows and activations are asymmetric).
+    their outputs (the Relu output where a Relu follows and activations are asymmetric). With
+    ``config.shift_qk`` they are named in :func:`calibration_model` (the shifted q/k among them).
     """
-    graph = _prepared(model).graph
+    graph = _prepared(model, config, qk_means).graph
     return activation_tensors(graph, config.node_filter, config.quantize_outputs, config.fold_relu)
 
 
-def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantConfig) -> ir.Model:
+def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantConfig,
+             qk_means: Mapping[str, QKMeans] | None = None) -> ir.Model:
     """Return a new QDQ model; ``model`` is not modified.
+
+    ``qk_means`` (used only with ``config.shift_qk``): per-attention-block q/k means from
+    ``qdeploy.calib.attention_stats.collect_qk_means``; ``ranges`` must then come from
+    :func:`calibration_model`.
 
     Raises:
         UnsupportedModelError: opset below 13.
-        CalibrationError: a needed range is missing or not finite (the message names the tensors).
+        CalibrationError: a needed range is missing or not finite (the message names the tensors), or
+            ``shift_qk`` without means for every attention block.
     """
-    qmodel = _prepared(model)
+    qmodel = _prepared(model, config, qk_means)
     names = activation_tensors(qmodel.graph, config.node_filter, config.quantize_outputs, config.fold_relu)
     params = _activation_params(names, ranges, config)
     if config.shift_one_sided:

@@ -80,7 +80,8 @@ class WeightOnlyConfig:
             raise ValueError(f"block_size must be one of {_BLOCK_SIZES}, got {self.block_size}")
         unknown = sorted(set(self.op_types) - set(_WEIGHT_ONLY_OPS))
         if unknown or not self.op_types:
-            raise ValueError(f"op_types must be a non-empty subset of {_WEIGHT_ONLY_OPS}, got {self.op_types}")
+            raise ValueError(
+                f"op_types must be a non-empty subset of {_WEIGHT_ONLY_OPS}, got {self.op_types}")
         self.node_filter  # noqa: B018 (validates the regexes now, not at quantize time)
 
     @property
@@ -211,7 +212,7 @@ def quantize_weights_only(model: ir.Model, config: WeightOnlyConfig) -> ir.Model
     return out
 
 
-def _quantizer(config: WeightOnlyConfig):  # noqa: ANN202 (a BlockQuantizer)
+def _quantizer(config: WeightOnlyConfig):
     def quantize(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return blockwise_quantize(w, block_size, config.bits, config.symmetric, config.clip_search)
 

@@ -208,8 +208,8 @@ def _check_precision(model: ir.Model, precision: str, qdq: bool) -> None:
         raise UnsupportedModelError(
             "--precision int4-weights needs DequantizeLinear nodes with INT4 weight "
             "initializers; this model has none",
-            "quantize weights to ONNX INT4 (opset 21, e.g. NVIDIA ModelOpt int4_awq); "
-            "qdeploy's own presets write INT8 storage",
+            "quantize MatMul/Gemm weights to block-wise INT4 first: "
+            "qdeploy.quant.weight_only.quantize_weights_only(model, WeightOnlyConfig())",
         )
 
 

@@ -20,7 +20,17 @@ from typing import Any
 import onnx_ir as ir
 
 from qdeploy.graph.select import QUANTIZABLE_OP_TYPES
-from qdeploy.trt.fusion_rules import dq_info, ort_cpu_node, producer, roles, tensorrt_adds, tensorrt_node
+from qdeploy.trt.fusion_rules import (
+    dq_info,
+    is_weight_only,
+    ort_cpu_node,
+    ort_cpu_weight_only,
+    producer,
+    roles,
+    tensorrt_adds,
+    tensorrt_node,
+    tensorrt_weight_only,
+)
 
 __all__ = ["TARGETS", "FusionReport", "NodeVerdict", "check_placement"]
 
@@ -29,7 +39,11 @@ TARGETS = ("tensorrt", "ort-cpu")
 
 @dataclass(frozen=True)
 class NodeVerdict:
-    """One node's result: ``quantized`` = it has any DQ input (meant to be INT8); ``int8`` = it will be."""
+    """One node's result: ``quantized`` = it has any DQ input (meant to be INT8); ``int8`` = it will be.
+
+    ``weight_only``: a MatMul/Gemm with a low-bit weight DQ and float activations (not meant to be INT8;
+    ``quantized`` is False); its ``misses`` say why the target's weight-only kernel would not take it.
+    """
 
     node: str
     op_type: str
@@ -37,10 +51,14 @@ class NodeVerdict:
     int8: bool
     misses: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    weight_only: bool = False
 
     @property
     def status(self) -> str:
-        """ "int8", "int8 (warn)", "fallback", "float" (not quantized on purpose) or "warn" (not a layer)."""
+        """ "int8", "int8 (warn)", "fallback", "float" (not quantized on purpose), "warn" (not a layer),
+        "weight-only" or "weight-only fallback"."""
+        if self.weight_only:
+            return "weight-only fallback" if self.misses else "weight-only"
         if not self.quantized:
             return "warn" if self.warnings else "float"
         if not self.int8:
@@ -82,17 +100,31 @@ class FusionReport:
         return tuple(v for v in self.nodes if v.quantized and not v.int8)
 
     @property
+    def weight_only(self) -> tuple[NodeVerdict, ...]:
+        """Weight-only layers (low-bit weight DQ, float activations), fused or not."""
+        return tuple(v for v in self.nodes if v.weight_only)
+
+    @property
+    def weight_only_fallbacks(self) -> tuple[NodeVerdict, ...]:
+        """Weight-only layers the target's weight-only kernels will not take."""
+        return tuple(v for v in self.weight_only if v.misses)
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Every warning, prefixed with its node."""
         return tuple(f"{v.node}: {w}" for v in (*self.nodes, *self.others) for w in v.warnings)
 
     @property
     def fully_fused(self) -> bool:
-        """True when every quantized layer runs INT8 and nothing was flagged."""
-        return not self.fallbacks and not self.warnings and self.quantized > 0
+        """True when every quantized (or weight-only) layer runs as intended and nothing was flagged."""
+        return (not self.fallbacks and not self.weight_only_fallbacks and not self.warnings
+                and self.quantized + len(self.weight_only) > 0)
 
     def summary_line(self) -> str:
         """ "N/M quantized layers will run INT8 on TARGET; K will fall back: node (reason), ..."."""
+        if self.weight_only and not self.quantized:
+            line = self._weight_only_line()
+            return line + (f"; {len(self.warnings)} placement warning(s)" if self.warnings else "")
         line = f"{self.int8}/{self.quantized} quantized layers will run INT8 on {self.target}"
         falls = self.fallbacks
         if falls:
@@ -102,8 +134,20 @@ class FusionReport:
             )
         else:
             line += "; 0 will fall back"
+        if self.weight_only:
+            line += "; " + self._weight_only_line()
         if self.warnings:
             line += f"; {len(self.warnings)} placement warning(s)"
+        return line
+
+    def _weight_only_line(self) -> str:
+        total, falls = len(self.weight_only), self.weight_only_fallbacks
+        line = (f"{total - len(falls)}/{total} weight-only layers will use {self.target}'s low-bit "
+                "weight kernels")
+        if falls:
+            shown = "; ".join(f"{v.node} ({v.misses[0]})" for v in falls[:3])
+            more = f" (+{len(falls) - 3} more)" if len(falls) > 3 else ""
+            line += f", {len(falls)} will dequantize in float: {shown}{more}"
         return line
 
     def summary(self) -> dict[str, Any]:
@@ -114,6 +158,8 @@ class FusionReport:
             "quantized": self.quantized,
             "fallback": len(self.fallbacks),
             "warnings": len(self.warnings),
+            "weight_only": len(self.weight_only),
+            "weight_only_fallback": len(self.weight_only_fallbacks),
             "line": self.summary_line(),
         }
 
@@ -131,14 +177,21 @@ def check_placement(model: ir.Model, target: str) -> FusionReport:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     rule = tensorrt_node if target == "tensorrt" else ort_cpu_node
+    weight_only_rule = tensorrt_weight_only if target == "tensorrt" else ort_cpu_weight_only
     verdicts = []
     for node in model.graph:
         if node.domain != "" or node.op_type not in QUANTIZABLE_OP_TYPES:
             continue
         slots = roles(node)
         dqs = {i: producer(node.inputs[i], "DequantizeLinear") for i, _ in slots if i < len(node.inputs)}
+        infos = {i: dq_info(d) for i, d in dqs.items() if d is not None}
+        if is_weight_only(node, slots, infos):
+            misses, _ = weight_only_rule(node, slots, infos)
+            verdicts.append(NodeVerdict(node.name or node.op_type, node.op_type, False, False,
+                                        tuple(misses), (), weight_only=True))
+            continue
         quantized = any(dq is not None for dq in dqs.values())
-        misses, warns = rule(node, slots, {i: dq_info(d) for i, d in dqs.items() if d is not None})
+        misses, warns = rule(node, slots, infos)
         verdicts.append(
             NodeVerdict(
                 node.name or node.op_type,

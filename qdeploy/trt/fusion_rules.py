@@ -19,11 +19,15 @@ __all__ = [
     "DQInfo",
     "dq_info",
     "expected_axis",
+    "is_weight_only",
     "ort_cpu_node",
+    "ort_cpu_weight_only",
     "producer",
+    "reduction_axis",
     "roles",
     "tensorrt_adds",
     "tensorrt_node",
+    "tensorrt_weight_only",
 ]
 
 #: Activations TensorRT fuses into the preceding conv / GEMM kernel's epilogue.
@@ -59,6 +63,7 @@ class DQInfo:
     axis: int | None
     constant: bool
     uses: int
+    block_size: int = 0
 
     @property
     def symmetric(self) -> bool:
@@ -102,6 +107,7 @@ def dq_info(dq: ir.Node) -> DQInfo:
         axis,
         array is not None,
         len(list(dq.outputs[0].uses())),
+        dq.attributes.get_int("block_size", 0),
     )
 
 
@@ -142,7 +148,18 @@ def _weight_rank(node: ir.Node, index: int) -> int:
     return array.ndim if array is not None else 0
 
 
+def reduction_axis(node: ir.Node) -> int:
+    """Axis of a MatMul/Gemm weight B that holds K: 0, or 1 for ``Gemm(transB=1)`` (B is [N, K])."""
+    return 1 if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) else 0
+
+
 def _axis_miss(node: ir.Node, index: int, dq: DQInfo, target: str) -> str | None:
+    if dq.block_size:
+        want_k = reduction_axis(node)
+        if node.op_type in ("MatMul", "Gemm") and index == 1 and dq.axis == want_k:
+            return None
+        return (f"weight scales are block-wise (block_size {dq.block_size}) on axis {dq.axis}; {target} "
+                f"needs blocks along the reduction axis K (axis {want_k} of a MatMul/Gemm B)")
     if not dq.per_channel:
         return None
     want = expected_axis(node, _weight_rank(node, index))
@@ -159,6 +176,31 @@ def _axis_miss(node: ir.Node, index: int, dq: DQInfo, target: str) -> str | None
 def _input_name(node: ir.Node, index: int) -> str:
     value = node.inputs[index] if index < len(node.inputs) else None
     return value.name if value is not None and value.name else f"input {index}"
+
+
+def is_weight_only(node: ir.Node, slots: list[tuple[int, str]], dqs: dict[int, DQInfo]) -> bool:
+    """True for a MatMul/Gemm whose weight has a low-bit or block-wise DQ and whose activations have none.
+
+    That is weight-only quantization (``qdeploy.quant.weight_only``): the layer is *meant* to keep float
+    activations, so judging it by the INT8 rules ("activation has no DequantizeLinear") would call every
+    layer a fallback.
+    """
+    if node.op_type not in ("MatMul", "Gemm"):
+        return False
+    weights = [dqs.get(i) for i, role in slots if role == "weight"]
+    acts = [dqs.get(i) for i, role in slots if role == "activation"]
+    low_bit = any(w is not None and (w.block_size or w.dtype in ("int4", "uint4")) for w in weights)
+    return low_bit and bool(acts) and all(a is None for a in acts)
+
+
+def _weight_only_common(node: ir.Node, dq: DQInfo, target: str) -> list[str]:
+    misses = []
+    if not dq.constant:
+        misses.append(f"the weight DQ reads a run-time tensor; {target} needs constant weight codes")
+    axis = _axis_miss(node, 1, dq, target) if dq.block_size else None
+    if axis:
+        misses.append(axis)
+    return misses
 
 
 # --- TensorRT -------------------------------------------------------------------------------------------
@@ -209,6 +251,22 @@ def tensorrt_node(node: ir.Node, slots: list[tuple[int, str]], dqs: dict[int, DQ
                 misses.append(axis)
     warns.extend(_tensorrt_output(node))
     return misses, warns
+
+
+def tensorrt_weight_only(node: ir.Node, slots: list[tuple[int, str]], dqs: dict[int, DQInfo]) -> Reasons:
+    """TensorRT INT4 weight-only: signed int4 (or int8) codes, zero point 0, blocks along K.
+
+    TensorRT has no UINT4 type, and its weight-only GEMMs dequantize symmetric blocks of a constant B.
+    """
+    dq = dqs[1]
+    misses = _weight_only_common(node, dq, "TensorRT")
+    if dq.dtype not in ("int4", "int8"):
+        misses.append(f"weight stored as {dq.dtype}; TensorRT's weight-only path takes signed int4 (or "
+                      "int8) codes (no uint4): quantize with symmetric=True")
+    if not dq.symmetric:
+        misses.append(f"weight zero point is {dq.zero_point.ravel()[0]}, not 0; TensorRT needs symmetric "
+                      "weight-only blocks")
+    return misses, []
 
 
 def _tensorrt_output(node: ir.Node) -> list[str]:
@@ -334,3 +392,22 @@ def _ort_output_q(node: ir.Node) -> tuple[DQInfo | None, str | None]:
                 f"grid minimum; ORT folds the Relu only then (quantize asymmetrically after the Relu)"
             )
     return info, None
+
+
+def ort_cpu_weight_only(node: ir.Node, slots: list[tuple[int, str]], dqs: dict[int, DQInfo]) -> Reasons:
+    """ORT CPU weight-only: ``DQ -> MatMul`` (or Gemm with transB=0) becomes ``MatMulNBits`` at level "all".
+
+    The fusion (ORT's DQMatMulToMatMulNBits) needs a 2-D constant B blocked on axis 0 with a power-of-two
+    block size >= 16; otherwise ORT dequantizes the whole weight at every run and multiplies in float.
+    """
+    dq = dqs[1]
+    misses = _weight_only_common(node, dq, "ORT")
+    fallback = "; ORT then runs DequantizeLinear + float MatMul at every call"
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        misses.append("Gemm with transB=1: ORT fuses only [K, N] weights into MatMulNBits" + fallback)
+    bs = dq.block_size
+    if bs < 16 or bs & (bs - 1):
+        misses.append(f"block_size {bs or 'none'}: MatMulNBits needs a power of two >= 16" + fallback)
+    if dq.dtype not in ("int4", "uint4", "int8", "uint8"):
+        misses.append(f"weight stored as {dq.dtype}; MatMulNBits takes 4- or 8-bit codes" + fallback)
+    return misses, []

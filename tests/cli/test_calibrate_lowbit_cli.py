@@ -116,3 +116,44 @@ def test_bad_bits_is_one_error_naming_the_form(attention_model: Path, data: Path
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "WxAy" in errors[0] and "2..8" in errors[0], result.stderr
     assert "hint: e.g. --bits W8A8" in result.stderr and not out.parent.exists()
+
+
+MAX_STRIPPED_REL = 0.05
+"""With all Q/DQ stripped (weights keep their 8-bit rounding), the shifted attention stays at the float
+model up to weight rounding; a wrong per-key correction moves it by far more (the means here are O(1))."""
+
+
+def test_shift_qk_flag_rewrites_attention_exactly(attention_model: Path, data: Path, tmp_path: Path) -> None:
+    from qdeploy.graph.passes import STRIP_PIPELINE
+
+    out = tmp_path / "out" / "attn.shift.onnx"
+    result = _invoke(attention_model, "--data", data, "--method", "minmax", "--preset", "lowbit-sim",
+                     "--bits", "W8A8", "--shift-qk", "--threads", "1", "-o", out)
+    assert result.exit_code == 0, result.output
+    cache = load_cache(out.with_name("attn.shift.calib.json"))
+    assert "shift_qk" in cache.extra
+    stripped = load_model(out)
+    for pass_cls in STRIP_PIPELINE:
+        pass_cls()(stripped)
+    x = {"x": np.random.default_rng(2).standard_normal((2, TOKENS, DIM)).astype(np.float32)}
+    backend = get_backend("ort-cpu")
+    with backend.open(attention_model, SessionOptions(threads=1)) as s:
+        ref = s.run(x)["y"]
+    with backend.open(stripped, SessionOptions(threads=1, graph_optimization="disable")) as s:
+        got = s.run(x)["y"]
+    # stripping keeps the 8-bit weight rounding, so "exact" here means within 8-bit weight error
+    assert np.abs(got - ref).max() <= MAX_STRIPPED_REL * np.abs(ref).max()
+    assert sum(n.op_type == "ReduceSum" for n in load_model(out).graph) >= 1  # the per-key correction
+
+
+def test_refine_dqc_flag_lowers_its_loss_and_reports_it(attention_model: Path, data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "attn.dqc.onnx"
+    result = _invoke(attention_model, "--data", data, "--method", "minmax", "--preset", "lowbit-sim",
+                     "--bits", "W4A4", "--refine", "dqc", "--dqc-iterations", "20", "--dqc-batch", "4",
+                     "--dqc-device", "cpu", "--threads", "1", "--json", "-o", out)
+    assert result.exit_code == 0, result.output
+    refine = json.loads(result.stdout)["refine"]
+    assert refine["final_loss"] <= refine["initial_loss"]
+    with get_backend("ort-cpu").open(out, SessionOptions(threads=1)) as s:
+        y = s.run({"x": np.ones((1, TOKENS, DIM), np.float32)})["y"]
+    assert np.isfinite(y).all()

@@ -14,7 +14,8 @@ Each pass does one rewrite and documents its cases; ``qdeploy.quant.quantize`` i
 
 ``ShiftOneSidedActivationsPass`` is not a pipeline step: ``quantize`` runs it (config ``shift_one_sided``)
 on the prepared graph *before* computing activation parameters, because it creates the tensors
-(``t - c``) that step 3 then quantizes, with ranges only it knows.
+(``t - c``) that step 3 then quantizes, with ranges only it knows. ``ShiftQKPass`` (config ``shift_qk``)
+runs even earlier, inside the preparation, because its shifted attention q/k must be calibrated themselves.
 
 ``AvoidPairSaturationPass`` and ``IntegerTailPass`` are not pipeline steps either: ``quantize`` runs them on
 the finished QDQ graph (configs ``avoid_pair_saturation``, ``full_integer``), which they read.
@@ -30,10 +31,13 @@ from qdeploy.graph.passes.expose_tensors import ExposeTensorsPass
 from qdeploy.graph.passes.insert_activation_qdq import InsertActivationQDQPass
 from qdeploy.graph.passes.integer_tail import IntegerTailPass
 from qdeploy.graph.passes.pair_saturation import AvoidPairSaturationPass
+from qdeploy.graph.passes.precision_map import ApplyPrecisionMapPass
 from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
 from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
 from qdeploy.graph.passes.shift_activations import ShiftOneSidedActivationsPass
+from qdeploy.graph.passes.shift_qk import ShiftQKPass
 from qdeploy.graph.passes.strip_qdq import StripQDQPass
+from qdeploy.graph.passes.weight_only_int4 import BlockwiseWeightQuantPass
 
 __all__ = [
     "ALL_PASSES",
@@ -41,7 +45,9 @@ __all__ = [
     "PREPARE_PIPELINE",
     "QUANTIZE_PIPELINE",
     "STRIP_PIPELINE",
+    "ApplyPrecisionMapPass",
     "AvoidPairSaturationPass",
+    "BlockwiseWeightQuantPass",
     "CleanupGraphPass",
     "DedicateQDQPass",
     "ExposeTensorsPass",
@@ -51,6 +57,7 @@ __all__ = [
     "QuantizeBiasPass",
     "QuantizeWeightsPass",
     "ShiftOneSidedActivationsPass",
+    "ShiftQKPass",
     "StripQDQPass",
 ]
 
@@ -58,7 +65,7 @@ __all__ = [
 ALL_PASSES: tuple[type[PassBase], ...] = (
     ExposeTensorsPass, NameGraphPass, CleanupGraphPass, QuantizeWeightsPass, InsertActivationQDQPass,
     QuantizeBiasPass, DedicateQDQPass, StripQDQPass, ShiftOneSidedActivationsPass, AvoidPairSaturationPass,
-    IntegerTailPass,
+    IntegerTailPass, BlockwiseWeightQuantPass, ShiftQKPass,
 )
 
 #: Run before selecting nodes or tensors: names for regex matching, producers before consumers.

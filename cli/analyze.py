@@ -1,0 +1,251 @@
+"""`qdeploy analyze`: which quantized tensor hurts the output? (qdeploy.analyze, one switchable session)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["analyze_cmd"]
+
+
+@click.command(
+    "analyze", short_help="Rank quantized tensors by the error they add; optional mixed precision."
+)
+@click.argument("float_model", type=click.Path(path_type=Path))
+@click.argument("qdq_model", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Held-out inputs: image folder, .npy, or .npz keyed by input name (not the calibration set).",
+)
+@click.option(
+    "--num-samples",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Samples to analyse on (each configuration runs all of them).",
+)
+@click.option(
+    "--crop",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Square crop per image (analysis time grows with the pixels).",
+)
+@click.option(
+    "--range",
+    "value_range",
+    type=click.Choice(["0-1", "0-255"]),
+    default="0-1",
+    show_default=True,
+    help="Pixel value range the model expects.",
+)
+@click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The QDQ model's calibration cache: ranges for the histograms and for re-quantizing; with "
+    "--target-sqnr the chosen precision map is written into it.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows of the table.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="ORT threads.")
+@click.option(
+    "--target-sqnr",
+    type=float,
+    default=None,
+    metavar="DB",
+    help="Also search a mixed precision meeting this output SQNR vs float (QDQ_MODEL = lowest bits).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --target-sqnr: write the mixed-precision QDQ model here.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write report.md, report.html (self-contained), analysis.json and the PNG plots here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON on stdout.")
+def analyze_cmd(
+    float_model: Path,
+    qdq_model: Path,
+    data: Path,
+    num_samples: int,
+    crop: int,
+    value_range: str,
+    color: str,
+    seed: int,
+    cache: Path | None,
+    top: int,
+    threads: int,
+    target_sqnr: float | None,
+    output: Path | None,
+    report_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Per quantized tensor of QDQ_MODEL: its SQNR vs FLOAT_MODEL's tensor, and the output SQNR when only
+    it is quantized / only it is left float; ranked, most harmful first.
+
+    \b
+    All 2N+2 configurations run through ONE ONNX Runtime session (a Where switch behind every DQ,
+    driven by a mask input), on plain Q/DQ math; see `qdeploy.analyze` for how it is made fast.
+
+    \b
+    Examples:
+      qdeploy analyze model.onnx model.qdq.onnx --data heldout/ --report analysis/
+      qdeploy analyze model.onnx model.w4a4.qdq.onnx --data heldout/ --cache model.w4a4.qdq.calib.json \\
+          --target-sqnr 35 -o model.mixed.qdq.onnx --json
+    """
+    from qdeploy.errors import InputError
+
+    if output is not None and target_sqnr is None:
+        raise InputError(
+            "-o writes the mixed-precision model of a search", "add --target-sqnr DB, or drop -o"
+        )
+    fm, qm, batches, ranges, cache_obj = _load(
+        float_model, qdq_model, data, num_samples, crop, value_range, color, seed, cache
+    )
+    result, plan = _run(fm, qm, batches, ranges, threads, target_sqnr, quiet=as_json)
+    _write(plan, output, cache, cache_obj, result, report_dir, top)
+    if as_json:
+        from qdeploy_cli._common import print_json
+
+        print_json(
+            {
+                "analysis": result.to_dict(),
+                "plan": plan.to_dict() if plan else None,
+                "report": str(report_dir) if report_dir else None,
+            }
+        )
+        return
+    _print(result, plan, top)
+
+
+def _load(
+    float_model: Path,
+    qdq_model: Path,
+    data: Path,
+    num_samples: int,
+    crop: int,
+    value_range: str,
+    color: str,
+    seed: int,
+    cache: Path | None,
+) -> tuple[Any, Any, list[Any], dict[str, Any], Any]:
+    from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.calib.cache import load_cache
+    from qdeploy.calib.data import DataConfig, iter_samples
+    from qdeploy.graph.io import load_model
+
+    fm, qm = load_model(float_model), load_model(qdq_model)
+    specs = get_backend("ort-cpu").open(fm, SessionOptions(threads=1, graph_optimization="disable")).inputs
+    images = data.is_dir() and not any(p.suffix in (".npy", ".npz") for p in data.iterdir())
+    config = DataConfig(
+        source=data,
+        value_range=value_range,
+        color=color,
+        crop=crop if images else None,
+        num_samples=num_samples,
+        seed=seed,
+    )
+    batches = list(iter_samples(config, specs))
+    cache_obj = load_cache(cache) if cache is not None else None
+    return fm, qm, batches, dict(cache_obj.ranges) if cache_obj else {}, cache_obj
+
+
+def _run(
+    fm: Any,
+    qm: Any,
+    batches: list[Any],
+    ranges: dict[str, Any],
+    threads: int,
+    target_sqnr: float | None,
+    quiet: bool,
+) -> tuple[Any, Any]:
+    from qdeploy.analyze import AnalyzeConfig, analyze_sensitivity
+    from qdeploy.analyze.search import PrecisionTarget, search_precision
+
+    config = AnalyzeConfig(threads=threads)
+    with _progress(quiet) as progress:
+        result = analyze_sensitivity(fm, qm, batches, ranges=ranges, config=config, progress=progress)
+    plan = None
+    if target_sqnr is not None:
+        plan = search_precision(
+            fm,
+            qm,
+            batches,
+            PrecisionTarget("sqnr", target_sqnr),
+            ranges=ranges or None,
+            analysis=result,
+            config=config,
+        )
+    return result, plan
+
+
+def _write(
+    plan: Any,
+    output: Path | None,
+    cache: Path | None,
+    cache_obj: Any,
+    result: Any,
+    report_dir: Path | None,
+    top: int,
+) -> None:
+    import dataclasses
+
+    from qdeploy_cli._common import console
+
+    from qdeploy.calib.cache import save_cache
+    from qdeploy.graph.io import save_model
+
+    note = console(stderr=True)
+    if plan is not None and output is not None:
+        save_model(plan.model, output)
+        note.print(f"wrote {output}")
+    if plan is not None and cache is not None:
+        save_cache(cache, dataclasses.replace(cache_obj, precision_map=dict(plan.precision_map)))
+        note.print(f"wrote the precision map into {cache}")
+    if report_dir is not None:
+        from qdeploy.analyze.report import write_analysis_report
+
+        write_analysis_report(result, report_dir, plan, top)
+        note.print(f"wrote {report_dir / 'report.html'}")
+
+
+def _print(result: Any, plan: Any, top: int) -> None:
+    from qdeploy_cli._common import console
+    from rich.table import Table
+
+    from qdeploy.analyze.report import _COLUMNS, _rows, _summary_lines
+
+    out = console()
+    table = Table(*_COLUMNS, title=f"Most harmful quantized tensors (top {min(top, len(result.tensors))})")
+    for row in _rows(result, top):
+        table.add_row(*row)
+    out.print(table)
+    for line in _summary_lines(result, plan):
+        out.print(line)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr (stdout stays clean for --json)."""
+    from qdeploy_cli._common import console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("sensitivity sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:
+        task = bar.add_task("analyze", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -1,0 +1,471 @@
+"""Per-tensor sensitivity of a QDQ model: which quantized tensor hurts the output, and by how much.
+
+For every quantized tensor (activation Q->DQ pair or weight DQ) three measurements, on a few
+calibration-held-out samples:
+
+(a) ``sqnr_db``: its dequantized value against the float model's tensor (error accumulated from upstream
+    plus its own), and ``local_sqnr_db``: against its own input in the same QDQ run (its own rounding and
+    clipping only), from one run of each graph with all those tensors exposed as outputs;
+(b) output SQNR (and the task score) when *only* this tensor is quantized;
+(c) output SQNR (and score) when *only* this tensor is left float.
+
+How it is made fast (measured numbers are in :attr:`SensitivityResult.timings`):
+
+- one switchable graph (:mod:`qdeploy.analyze.switch`): (b) and (c) for all N tensors are 2N + 2 runs of
+  *one* ORT session that differ only in a boolean mask feed; no model is rebuilt, serialized or loaded
+  per tensor (a session creation costs more than a small inference);
+- (a) takes one extra pass with everything exposed, kept separate so that the 2N + 2 sweep runs copy out
+  only the model outputs; statistics are streamed per sample (no tensor is kept across samples except a
+  bounded random subsample per tensor for the histograms);
+- ``graph_optimization="basic"``: constant folding and dead-code removal, but no QDQ fusion, so the sweep
+  measures plain Q/DQ math (fused-kernel effects such as AVX2 int16 saturation are *not* included: judge
+  those with ``qdeploy profile``); ``"disable"`` gives the same numbers, slower;
+- a float *prefix* cache (start each "only tensor i" run at tensor i from cached float activations) is
+  not used: ORT cannot be fed an intermediate tensor, and a session per cut point costs more than the
+  prefix it would save at the small analysis inputs this runs on.
+
+Ranking: quantization noise adds roughly in power at the output, so both (b) and (c) estimate one thing,
+the tensor's share of the output noise: ``noise(b)`` directly (only it is noisy), ``noise(all) -
+noise(c)`` with the interactions with the other tensors. ``contribution`` is the larger of the two as a
+fraction of ``noise(all)`` (or, with an evaluator, the larger of the score drop (b) and score gain (c)),
+so a tensor is ranked high when either view says it matters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from qdeploy.analyze.switch import MASK_INPUT, SwitchGraph, build_switch_graph
+from qdeploy.errors import InputError
+from qdeploy.graph.passes.precision_map import QuantizedTensor, _dequantized, _FloatLookup
+
+__all__ = [
+    "AnalyzeConfig",
+    "Evaluator",
+    "SensitivityResult",
+    "TensorSensitivity",
+    "analyze_sensitivity",
+    "output_sqnr",
+    "prepared_float",
+]
+
+#: ``evaluator(outputs) -> score`` (higher is better); ``outputs`` holds one ``{output name: array}`` per
+#: analysis sample, in the order the batches were given (the evaluator knows their ground truth).
+Evaluator = Callable[[list[dict[str, np.ndarray]]], float]
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Run options of the analysis.
+
+    Attributes:
+        threads: ORT intra-op threads (None: ORT's default).
+        graph_optimization: ORT level for the sweep; "basic" or "disable" keep plain Q/DQ math.
+        histogram_values: float values kept per tensor and sample for the histograms.
+        seed: seed of that subsample.
+    """
+
+    threads: int | None = 1
+    graph_optimization: str = "basic"
+    histogram_values: int = 4096
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in ("basic", "disable"):
+            raise ValueError(
+                "graph_optimization must be 'basic' or 'disable' (higher levels fuse Q/DQ), "
+                f"got {self.graph_optimization!r}"
+            )
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.histogram_values < 0:
+            raise ValueError(f"histogram_values must be >= 0, got {self.histogram_values}")
+
+
+@dataclass(frozen=True)
+class TensorSensitivity:
+    """Measurements of one quantized tensor (see the module docstring for (a), (b), (c)).
+
+    ``rank`` is 1 for the most harmful tensor; ``index`` is the tensor's position in graph order.
+    ``grid`` is the float span of an activation's grid, ``calib_range`` the calibration cache's [lo, hi].
+    """
+
+    name: str
+    kind: str
+    bits: int
+    consumers: tuple[str, ...]
+    sqnr_db: float
+    local_sqnr_db: float
+    clipped_fraction: float
+    only_quantized_sqnr_db: float
+    only_float_sqnr_db: float
+    contribution: float
+    rank: int = 0
+    index: int = 0
+    only_quantized_score: float | None = None
+    only_float_score: float | None = None
+    grid: tuple[float, float] | None = None
+    calib_range: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """Ranked per-tensor sensitivities plus the baselines they are relative to.
+
+    ``tensors`` is sorted most harmful first. ``quantized_sqnr_db``: output SQNR of the QDQ model vs float;
+    ``all_float_sqnr_db``: with every switch off (only int32 biases stay quantized, so this is ~float).
+    ``histograms`` (not in :meth:`to_dict`): float-value subsamples per tensor, for the report.
+    """
+
+    tensors: tuple[TensorSensitivity, ...]
+    quantized_sqnr_db: float
+    all_float_sqnr_db: float
+    samples: int
+    timings: dict[str, float]
+    metric: str = "output_sqnr"
+    float_score: float | None = None
+    quantized_score: float | None = None
+    histograms: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def ranking(self) -> list[str]:
+        """Tensor names, most harmful first."""
+        return [t.name for t in self.tensors]
+
+    def get(self, name: str) -> TensorSensitivity:
+        """The entry of tensor ``name`` (KeyError if absent)."""
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (histograms left out)."""
+        return {
+            "metric": self.metric,
+            "samples": self.samples,
+            "quantized_sqnr_db": self.quantized_sqnr_db,
+            "all_float_sqnr_db": self.all_float_sqnr_db,
+            "float_score": self.float_score,
+            "quantized_score": self.quantized_score,
+            "timings": dict(self.timings),
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+def prepared_float(float_model: ir.Model) -> ir.Model:
+    """A copy of the float model named and sorted as ``quantize`` prepared it (so tensor names match)."""
+    from qdeploy.graph.passes import PREPARE_PIPELINE
+
+    model = float_model.clone()
+    for pass_cls in PREPARE_PIPELINE:
+        pass_cls()(model)
+    return model
+
+
+def output_sqnr(ref: Sequence[dict[str, np.ndarray]], out: Sequence[dict[str, np.ndarray]]) -> float:
+    """SQNR (dB) of all outputs of all samples taken together (noise and signal power summed)."""
+    signal = noise = 0.0
+    for r, o in zip(ref, out, strict=True):
+        for name, value in r.items():
+            ref64 = np.asarray(value, np.float64)
+            signal += float(np.sum(ref64**2))
+            noise += float(np.sum((ref64 - np.asarray(o[name], np.float64)) ** 2))
+    return math.inf if noise == 0.0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+class _Stats:
+    """Streaming (a) statistics of one tensor: power sums, clip count and a histogram subsample."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.local_signal = self.local_noise = 0.0
+        self.clipped = self.count = 0
+        self.values: list[np.ndarray] = []
+
+    def add(
+        self,
+        ref: np.ndarray | None,
+        src: np.ndarray,
+        dq: np.ndarray,
+        grid: tuple[float, float] | None,
+        keep: int,
+        rng: np.random.Generator,
+    ) -> None:
+        # float32 BLAS dots: these run on every exposed tensor (attention maps of millions of values), and
+        # a relative error ~1e-6 in a power sum is irrelevant at dB resolution
+        src, dq = np.ravel(src).astype(np.float32, copy=False), np.ravel(dq).astype(np.float32, copy=False)
+        diff = src - dq
+        self.local_signal += float(np.dot(src, src))
+        self.local_noise += float(np.dot(diff, diff))
+        if ref is not None:
+            ref = np.ravel(ref).astype(np.float32, copy=False)
+            diff = ref - dq
+            self.signal += float(np.dot(ref, ref))
+            self.noise += float(np.dot(diff, diff))
+        else:
+            self.signal, self.noise = math.nan, math.nan
+        if grid is not None:
+            self.clipped += int(np.count_nonzero((src < grid[0]) | (src > grid[1])))
+        self.count += src.size
+        values = ref if ref is not None else src
+        if keep and values.size > keep:
+            values = values[rng.integers(0, values.size, keep)]  # with replacement: O(keep), not O(size)
+        if keep:
+            self.values.append(values.astype(np.float32))
+
+
+def _db(signal: float, noise: float) -> float:
+    if math.isnan(noise):
+        return math.nan
+    return math.inf if noise == 0.0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+def _grid(t: QuantizedTensor) -> tuple[float, float] | None:
+    """Float limits of an activation's grid: the grid Clip's bounds, else the storage dtype's."""
+    from qdeploy.graph.select import constant_array
+
+    if t.kind != "activation":
+        return None
+    if t.clips:
+        return float(constant_array(t.clips[0].inputs[1])), float(constant_array(t.clips[0].inputs[2]))
+    q = t.q_nodes[0]
+    scale, zp_arr = constant_array(q.inputs[1]), constant_array(q.inputs[2])
+    if scale is None or zp_arr is None or np.ndim(scale) != 0:
+        return None
+    info, zp = np.iinfo(zp_arr.dtype), int(zp_arr)
+    return float((info.min - zp) * scale), float((info.max - zp) * scale)
+
+
+def _open(model: ir.Model, config: AnalyzeConfig, level: str | None = None) -> Any:
+    from qdeploy.backends import SessionOptions, get_backend
+
+    options = SessionOptions(threads=config.threads, graph_optimization=level or config.graph_optimization)
+    return get_backend("ort-cpu").open(model, options)
+
+
+def _tensor_stats(
+    float_model: ir.Model,
+    switch: SwitchGraph,
+    batches: Sequence[dict[str, np.ndarray]],
+    config: AnalyzeConfig,
+) -> tuple[dict[str, _Stats], list[dict[str, np.ndarray]]]:
+    """(a) for every activation: one float run and one all-quantized run per sample, everything exposed."""
+    from qdeploy.graph.passes import ExposeTensorsPass
+
+    acts = [t for t in switch.tensors if t.kind == "activation"]
+    float_names = {v.name for v in float_model.graph.inputs} | {
+        o.name for n in float_model.graph for o in n.outputs
+    }
+    ref_names = [t.name for t in acts if t.name in float_names]
+    out_names = [v.name for v in float_model.graph.outputs]
+    float_sess = _open(ExposeTensorsPass(ref_names)(float_model).model, config, "all")
+    exposed = [switch.source_names[t.name] for t in acts] + [switch.dequantized_names[t.name] for t in acts]
+    quant_sess = _open(ExposeTensorsPass(exposed)(switch.model).model, config)
+    stats = {t.name: _Stats() for t in acts}
+    grids = {t.name: _grid(t) for t in acts}
+    rng = np.random.default_rng(config.seed)
+    float_outputs = []
+    for feeds in batches:
+        ref = float_sess.run(feeds)
+        float_outputs.append({n: ref[n] for n in out_names})
+        got = quant_sess.run({**feeds, MASK_INPUT: switch.mask(True)})
+        for t in acts:
+            stats[t.name].add(
+                ref.get(t.name),
+                got[switch.source_names[t.name]],
+                got[switch.dequantized_names[t.name]],
+                grids[t.name],
+                config.histogram_values,
+                rng,
+            )
+        del ref, got
+    return stats, float_outputs
+
+
+def _weight_stats(t: QuantizedTensor, floats: _FloatLookup, keep: int, rng: np.random.Generator) -> _Stats:
+    stats = _Stats()
+    dq = _dequantized(t.dq_nodes[0])
+    w = floats.weight(t) if floats.model is not None else None
+    stats.add(w if w is not None else dq, w if w is not None else dq, dq, None, keep, rng)
+    return stats
+
+
+def analyze_sensitivity(
+    float_model: ir.Model,
+    qdq_model: ir.Model,
+    batches: Sequence[dict[str, np.ndarray]],
+    evaluator: Evaluator | None = None,
+    ranges: dict[str, Any] | None = None,
+    config: AnalyzeConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SensitivityResult:
+    """Measure (a), (b), (c) for every quantized tensor of ``qdq_model`` and rank them.
+
+    Args:
+        float_model: the float model ``qdq_model`` was made from.
+        qdq_model: a QDQ model from ``qdeploy calibrate`` / :func:`qdeploy.quant.quantize`.
+        batches: feed dicts, ideally held out from calibration (2-8 small samples are plenty: the runs
+            compare configurations of the same inputs).
+        evaluator: optional task metric, ``evaluator(outputs) -> score`` (higher is better).
+        ranges: calibration ranges by tensor name (``TensorRange``), only shown in the result/report.
+        progress: ``progress(done_runs, total_runs)``.
+
+    Raises:
+        InputError: no batches, or a model without quantized tensors.
+    """
+    config = config or AnalyzeConfig()
+    if not batches:
+        raise InputError(
+            "no analysis samples given", "pass a few held-out inputs (--data DIR --num-samples 4)"
+        )
+    start = time.perf_counter()
+    float_model = prepared_float(float_model)
+    switch = build_switch_graph(qdq_model, float_model)
+    if not switch.tensors:
+        raise InputError(
+            "the model has no quantized tensors (no Q->DQ pair, no weight DQ)",
+            "pass the QDQ model written by `qdeploy calibrate` as the second model",
+        )
+    built = time.perf_counter()
+    stats, float_outputs = _tensor_stats(float_model, switch, batches, config)
+    floats, rng = _FloatLookup(float_model), np.random.default_rng(config.seed + 1)
+    for t in switch.tensors:
+        if t.kind == "weight":
+            stats[t.name] = _weight_stats(t, floats, config.histogram_values * len(batches), rng)
+    measured = time.perf_counter()
+    sweep = _Sweep(switch, _open(switch.model, config), batches, float_outputs, evaluator, progress)
+    result = sweep.run()
+    done = time.perf_counter()
+    runs = (2 * len(switch.tensors) + 2) * len(batches)
+    timings = {
+        "build_s": built - start,
+        "tensor_stats_s": measured - built,
+        "sweep_s": done - measured,
+        "total_s": done - start,
+        "sweep_runs": float(runs),
+        "ms_per_run": 1e3 * (done - measured) / runs,
+    }
+    return _assemble(switch, stats, result, ranges or {}, timings, len(batches))
+
+
+class _Sweep:
+    """(b) and (c): 2N + 2 mask configurations through one session."""
+
+    def __init__(
+        self,
+        switch: SwitchGraph,
+        session: Any,
+        batches: Sequence[dict[str, np.ndarray]],
+        float_outputs: list[dict[str, np.ndarray]],
+        evaluator: Evaluator | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.switch, self.session, self.batches = switch, session, batches
+        self.float_outputs, self.evaluator, self.progress = float_outputs, evaluator, progress
+        self.out_names = list(float_outputs[0])
+        self.done = 0
+        self.total = (2 * len(switch.tensors) + 2) * len(batches)
+
+    def measure(self, mask: np.ndarray) -> tuple[float, float | None]:
+        """(output SQNR vs float, evaluator score or None) of one mask over all samples."""
+        outputs = []
+        for feeds in self.batches:
+            outputs.append(self.session.run({**feeds, MASK_INPUT: mask}, self.out_names))
+            self.done += 1
+            if self.progress:
+                self.progress(self.done, self.total)
+        score = None if self.evaluator is None else float(self.evaluator(outputs))
+        return output_sqnr(self.float_outputs, outputs), score
+
+    def run(self) -> dict[str, Any]:
+        """Baselines and per-tensor (b)/(c) values."""
+        sw = self.switch
+        result: dict[str, Any] = {
+            "all_on": self.measure(sw.mask(True)),
+            "all_off": self.measure(sw.mask(False)),
+        }
+        result["float_score"] = None if self.evaluator is None else float(self.evaluator(self.float_outputs))
+        result["only_q"] = [self.measure(sw.mask(False, i)) for i in range(len(sw.tensors))]
+        result["only_f"] = [self.measure(sw.mask(True, i)) for i in range(len(sw.tensors))]
+        return result
+
+
+def _noise(db: float) -> float:
+    return 0.0 if math.isinf(db) and db > 0 else 10.0 ** (-db / 10.0)
+
+
+def _contribution(
+    b: tuple[float, float | None], c: tuple[float, float | None], sweep: dict[str, Any]
+) -> float:
+    if sweep["float_score"] is not None:
+        return max(sweep["float_score"] - b[1], c[1] - sweep["all_on"][1])
+    total = _noise(sweep["all_on"][0])
+    if total == 0.0:
+        return 0.0
+    return max(_noise(b[0]), total - _noise(c[0])) / total
+
+
+def _assemble(
+    switch: SwitchGraph,
+    stats: dict[str, _Stats],
+    sweep: dict[str, Any],
+    ranges: dict[str, Any],
+    timings: dict[str, float],
+    samples: int,
+) -> SensitivityResult:
+    entries = []
+    for i, t in enumerate(switch.tensors):
+        s, b, c = stats[t.name], sweep["only_q"][i], sweep["only_f"][i]
+        r = ranges.get(t.name)
+        entries.append(
+            TensorSensitivity(
+                t.name,
+                t.kind,
+                t.bits,
+                t.consumers,
+                _db(s.signal, s.noise),
+                _db(s.local_signal, s.local_noise),
+                s.clipped / s.count if s.count else 0.0,
+                b[0],
+                c[0],
+                _contribution(b, c, sweep),
+                index=i,
+                only_quantized_score=b[1],
+                only_float_score=c[1],
+                grid=_grid(t),
+                calib_range=None if r is None else (float(r.lo), float(r.hi)),
+            )
+        )
+    order = sorted(
+        range(len(entries)), key=lambda k: (-entries[k].contribution, entries[k].only_quantized_sqnr_db)
+    )
+    ranked = tuple(_with_rank(entries[k], pos + 1) for pos, k in enumerate(order))
+    histograms = {name: np.concatenate(s.values) for name, s in stats.items() if s.values}
+    return SensitivityResult(
+        ranked,
+        sweep["all_on"][0],
+        sweep["all_off"][0],
+        samples,
+        timings,
+        "evaluator" if sweep["float_score"] is not None else "output_sqnr",
+        sweep["float_score"],
+        sweep["all_on"][1],
+        histograms,
+    )
+
+
+def _with_rank(entry: TensorSensitivity, rank: int) -> TensorSensitivity:
+    from dataclasses import replace
+
+    return replace(entry, rank=rank)

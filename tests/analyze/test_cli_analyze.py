@@ -1,0 +1,112 @@
+"""`qdeploy analyze`: --json, the report files and their plots (checked as images: no browser here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+from qdeploy_cli.main import cli
+
+from qdeploy.analyze.report import KIND_COLORS
+from qdeploy.calib.cache import CalibrationCache, load_cache, save_cache
+from qdeploy.graph.io import load_model, save_model
+from qdeploy.graph.passes.precision_map import quantized_tensors
+from qdeploy.types import QuantTarget
+
+
+def _hex_rgb(color: str) -> tuple[int, int, int]:
+    return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def count_bars(png: Path) -> int:
+    """Bars of a :func:`qdeploy.analyze.report._bar_figure` PNG: runs of the exact bar colours along the row
+    just above the x axis (bars are drawn without antialiasing; the legend sits at the top)."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    hit = np.zeros(rgb.shape[:2], bool)
+    for color in KIND_COLORS.values():
+        hit |= np.all(rgb == _hex_rgb(color), axis=-1)
+    rows = np.flatnonzero(hit.any(axis=1))
+    row = hit[rows.max() - 1]
+    return int(np.count_nonzero(row[1:] & ~row[:-1]) + row[0])
+
+
+def _write_inputs(tmp_path: Path, float_model, w4a4, heldout) -> dict[str, Path]:
+    low, ranges = w4a4
+    paths = {
+        "float": save_model(float_model, tmp_path / "model.onnx"),
+        "qdq": save_model(low, tmp_path / "model.w4a4.qdq.onnx"),
+        "data": tmp_path / "heldout.npz",
+    }
+    np.savez(paths["data"], x=np.concatenate([f["x"] for f in heldout]))
+    cache = CalibrationCache("0" * 64, "minmax", {}, QuantTarget(4, False), "calib", 6, "1" * 64, ranges)
+    paths["cache"] = save_cache(tmp_path / "model.w4a4.qdq.calib.json", cache)
+    return paths
+
+
+def test_cli_analyze_json_report_and_search(tmp_path: Path, float_model, w4a4, heldout) -> None:
+    paths = _write_inputs(tmp_path, float_model, w4a4, heldout)
+    report, mixed = tmp_path / "report", tmp_path / "mixed.qdq.onnx"
+    args = [
+        "analyze",
+        str(paths["float"]),
+        str(paths["qdq"]),
+        "--data",
+        str(paths["data"]),
+        "--num-samples",
+        "3",
+        "--cache",
+        str(paths["cache"]),
+        "--target-sqnr",
+        "20",
+        "-o",
+        str(mixed),
+        "--report",
+        str(report),
+        "--json",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    n = len(quantized_tensors(w4a4[0].graph))
+    assert len(doc["analysis"]["tensors"]) == n and doc["analysis"]["samples"] == 3
+    assert doc["plan"]["met"] and doc["plan"]["sqnr_db"] >= 20
+    assert load_cache(paths["cache"]).precision_map == doc["plan"]["precision_map"]
+    assert {t.name: t.label for t in quantized_tensors(load_model(mixed).graph)} == doc["plan"][
+        "precision_map"
+    ]
+    for name in (
+        "report.md",
+        "report.html",
+        "analysis.json",
+        "tensor_sqnr.png",
+        "contribution.png",
+        "search.png",
+    ):
+        assert (report / name).stat().st_size > 0, name
+    assert count_bars(report / "tensor_sqnr.png") == n
+    assert count_bars(report / "contribution.png") == n
+    hists = sorted(report.glob("hist_*.png"))
+    assert len(hists) == 4
+    for png in [*hists, report / "search.png"]:
+        with Image.open(png) as image:
+            assert image.width > 300 and image.height > 200
+            assert len(np.unique(np.asarray(image.convert("L")))) > 5  # drawn, not blank
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 + len(hists) and "http" not in page.replace(
+        "http-equiv", ""
+    )
+    assert "Precision map" in page and doc["analysis"]["tensors"][0]["name"] in page
+    assert "| rank |" in (report / "report.md").read_text()
+
+
+def test_cli_analyze_table_and_errors(tmp_path: Path, float_model, w4a4, heldout) -> None:
+    paths = _write_inputs(tmp_path, float_model, w4a4, heldout)
+    base = ["analyze", str(paths["float"]), str(paths["qdq"]), "--data", str(paths["data"])]
+    result = CliRunner().invoke(cli, [*base, "--top", "3"])
+    assert result.exit_code == 0, result.output
+    assert "Most harmful quantized tensors (top 3)" in result.output and "output SQNR" in result.output
+    bad = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.onnx")])
+    assert bad.exit_code != 0 and "--target-sqnr" in bad.output
