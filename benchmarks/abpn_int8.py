@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _ort_baseline import ort_quantize_static  # noqa: E402
+from _ort_baseline import ort_quantize_static
 
 QDQ_VARIANTS = [  # (label, method, preset, preset overrides)
     ("qdeploy minmax / ort-cpu-int8", "minmax", "ort-cpu-int8", {}),
@@ -147,7 +147,8 @@ def main() -> None:
         variants = build_variants(float_path, crops, work)
         labels = list(variants)
         paths = [variants[k]["path"] for k in labels]
-        results: dict = {"float": {}, "variants": {k: {"calib_s": v["calib_s"], "kind": v["kind"]} for k, v in variants.items()}}
+        results: dict = {"float": {}, "variants": {k: {"calib_s": v["calib_s"], "kind": v["kind"]}
+                                                    for k, v in variants.items()}}
         for ds in args.sets.split(","):
             for mode in ("all", "disable"):
                 vals = sr_psnr([float_path, *paths], sr / ds, mode)

@@ -7,9 +7,10 @@ attention matmuls' inputs; convolutions float unless ``--convs``). Calibration: 
 the T91+BSD200 *training* images for the bound search (2DQuant's protocol), more patches of the same
 images for DQC; never a test set, and no checkpoint is picked on a test set. Accuracy: Y-PSNR through
 plain Q/DQ math (ORT_DISABLE_ALL): no CPU runtime has W4A4 kernels, so the low-bit rows simulate
-accuracy. Also an INT4 weight-only (block-wise) row with its real file size.
+accuracy. DQC distils on the same 32 calibration patches. Also an INT4 weight-only (block-wise) row with
+its real file size.
 
-    python benchmarks/swinir_lowbit.py --sets Set5,Set14 --out benchmarks/results/swinir_lowbit
+    python benchmarks/swinir_lowbit.py --sets Set5 --dqc-bits 4 --dqc-iters 30 --dqc-batch 2
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def export_float(work: Path) -> Path:
     return out
 
 
-def build_variant(float_path: Path, npz: Path, dqc_npz: Path, out: Path, bits: int, method: tuple,
+def build_variant(float_path: Path, npz: Path, out: Path, bits: int, method: tuple,
                   args: argparse.Namespace) -> float:
     """Calibrate one variant; returns wall seconds (bound search + shift statistics + DQC)."""
     from qdeploy.calib.data import DataConfig
@@ -80,7 +81,7 @@ def build_variant(float_path: Path, npz: Path, dqc_npz: Path, out: Path, bits: i
     if dqc:
         refine = {"refine": "dqc", "refine_options": {"iterations": args.dqc_iters, "lr": args.dqc_lr,
                                                       "batch_size": args.dqc_batch, "seed": 0,
-                                                      "data": str(dqc_npz)}}
+                                                      "show_progress": False}}
     t = time.perf_counter()
     calibrate_model(CalibrateConfig(model=float_path, output=out, data=DataConfig(source=npz), method=observer,
                                     preset="lowbit-sim", preset_options=options, threads=2, batch_size=8,
@@ -112,10 +113,11 @@ def main() -> None:
     ap.add_argument("--sets", default="Set5,Set14,B100,Urban100")
     ap.add_argument("--max-images", type=int, default=None, help="first N images of each set (Urban100: 50)")
     ap.add_argument("--convs", action="store_true", help="also quantize the convolutions")
+    ap.add_argument("--no-int4w", action="store_true", help="skip the INT4 weight-only row")
     ap.add_argument("--dqc-iters", type=int, default=200)
     ap.add_argument("--dqc-lr", type=float, default=1e-2)
     ap.add_argument("--dqc-batch", type=int, default=4)
-    ap.add_argument("--dqc-patches", type=int, default=64)
+    ap.add_argument("--dqc-bits", default="8,4,3,2", help="bit widths that get the DQC rows (CPU cost)")
     args = ap.parse_args()
     sr = args.shared / "sr"
     if not (sr / "train").is_dir():
@@ -126,17 +128,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         float_path = export_float(work)
-        npz, dqc_npz = work / "calib.npz", work / "dqc.npz"
+        npz = work / "calib.npz"
         np.savez(npz, input=calibration_patches(sr / "train", 32, 64, seed=0))
-        np.savez(dqc_npz, input=calibration_patches(sr / "train", args.dqc_patches, 64, seed=1))
         rows = [("float", 32, None, float_path, 0.0)]
+        dqc_bits = {int(b) for b in args.dqc_bits.split(",")}
         for bits in [int(b) for b in args.bits.split(",")]:
             for method in chosen:
+                if method[3] and bits not in dqc_bits:
+                    continue
                 out = work / f"w{bits}a{bits}_{method[0].replace('+', '_')}.onnx"
-                seconds = build_variant(float_path, npz, dqc_npz, out, bits, method, args)
+                seconds = build_variant(float_path, npz, out, bits, method, args)
                 rows.append((method[0], bits, method, out, seconds))
                 print(f"built W{bits}A{bits} {method[0]} in {seconds:.0f}s", flush=True)
-        if "int4w" in args.methods.split(",") or True:
+        if not args.no_int4w:
             out = work / "int4_weight_only.onnx"
             t = time.perf_counter()
             weight_only_variant(float_path, out)

@@ -107,7 +107,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
     return np.asarray(up, dtype=np.float64) / 255.0
 
 
-def _draw_shapes(draw, rng: np.random.Generator, h: int, w: int) -> None:  # noqa: ANN001 (PIL ImageDraw)
+def _draw_shapes(draw, rng: np.random.Generator, h: int, w: int) -> None:
     for _ in range(int(rng.integers(6, 12))):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         x1 = x0 + int(rng.integers(max(w // 10, 1), max(w // 3, 2)))
@@ -123,7 +123,7 @@ def _draw_shapes(draw, rng: np.random.Generator, h: int, w: int) -> None:  # noq
             draw.polygon(pts, fill=color)
 
 
-def _draw_strokes(draw, rng: np.random.Generator, h: int, w: int) -> None:  # noqa: ANN001 (PIL ImageDraw)
+def _draw_strokes(draw, rng: np.random.Generator, h: int, w: int) -> None:
     """Rows of short glyph-like strokes (text is where SR and quantization errors show first)."""
     size = int(rng.integers(18, 32))
     y = int(rng.integers(0, max(h // 3, 1)))

@@ -76,11 +76,16 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 
 @click.command("calibrate")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data", type=click.Path(path_type=Path), help="Folder of images (png/jpg/bmp), a .npy, or a .npz keyed by input name.")
+@click.option("--data", "data", type=click.Path(path_type=Path),
+              help="Folder of images (png/jpg/bmp), a .npy, or a .npz keyed by input name.")
 @click.option("--method", default="entropy", show_default=True,
               help=f"Observer: {', '.join(observer_names())}.")
-@click.option("--method-option", multiple=True, metavar="KEY=VALUE", help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
-@click.option("--preset", default="ort-cpu-int8", show_default=True, help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels), tensorrt-int8 (symmetric, dedicated QDQ pairs) or lowbit-sim (inputs of MatMul/Gemm incl. attention, any --bits; accuracy simulation).")
+@click.option("--method-option", multiple=True, metavar="KEY=VALUE",
+              help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
+@click.option("--preset", default="ort-cpu-int8", show_default=True,
+              help="Target: ort-cpu-int8 (uint8 activations, ORT integer kernels), tensorrt-int8 (symmetric, "
+                   "dedicated QDQ pairs) or lowbit-sim (inputs of MatMul/Gemm incl. attention, any --bits; "
+                   "accuracy simulation).")
 @click.option("--bits", default=None, metavar="WxAy",
               help="Weight and activation bits, e.g. W4A4, W3A3, W2A2, W8A8 (default: the preset's, W8A8). "
                    "Below 8 bits values are stored in 8-bit types and saturate on the low-bit grid: an "
@@ -97,23 +102,31 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--dqc-batch", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--dqc-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
-@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Use at most N calibration samples (deterministic choice by --seed).")
-@click.option("--crop", type=click.IntRange(min=1), default=None, help="Random square crop size (pixels) per image; default whole image.")
-@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default="0-1", show_default=True, help="Pixel value range the model expects.")
-@click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True, help="Channels fed to the model.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None,
+              help="Use at most N calibration samples (deterministic choice by --seed).")
+@click.option("--crop", type=click.IntRange(min=1), default=None,
+              help="Random square crop size (pixels) per image; default whole image.")
+@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default="0-1", show_default=True,
+              help="Pixel value range the model expects.")
+@click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True,
+              help="Channels fed to the model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Calibration batch size (results do not depend on it).")
-@click.option("--op-types", default=None, help="Comma list of op types to quantize (default: Conv,ConvTranspose,MatMul,Gemm).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Calibration batch size (results do not depend on it).")
+@click.option("--op-types", default=None,
+              help="Comma list of op types to quantize (default: Conv,ConvTranspose,MatMul,Gemm).")
 @click.option("--include", multiple=True, metavar="REGEX", help="Only quantize nodes whose name matches (repeatable).")
 @click.option("--exclude", multiple=True, metavar="REGEX", help="Never quantize nodes whose name matches (repeatable).")
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Reuse ranges from a calibration cache JSON (no model runs).")
-@click.option("--cache-out", type=click.Path(path_type=Path), default=None, help="Where to write the cache (default: OUTPUT with .calib.json).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Reuse ranges from a calibration cache JSON (no model runs).")
+@click.option("--cache-out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the cache (default: OUTPUT with .calib.json).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
                   bits: str | None, shift_qk: bool, refine: str | None, dqc_iterations: int, dqc_lr: float,
-                  dqc_batch: int, dqc_device: str, output: Path, num_samples: int | None, crop: int | None, value_range: str,
-                  color: str, seed: int,
+                  dqc_batch: int, dqc_device: str, output: Path, num_samples: int | None, crop: int | None,
+                  value_range: str, color: str, seed: int,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
     """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
@@ -133,9 +146,10 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
       qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 --preset lowbit-sim \\
           --shift-qk --refine dqc --dqc-iterations 200 -o swinir.w4a4.qdq.onnx
     """
-    from qdeploy.calib.data import DataConfig
-    from qdeploy.pipeline import CalibrateConfig, calibrate_model
     from qdeploy_cli._common import console, print_json
+
+    from qdeploy.calib.data import DataConfig
+    from qdeploy.pipeline import CalibrateConfig
 
     data_cfg = None
     if data is not None:
@@ -157,10 +171,10 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
 
 
 def _run_with_progress(config: Any, quiet: bool) -> Any:
+    from qdeploy_cli._common import console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from qdeploy.pipeline import calibrate_model
-    from qdeploy_cli._common import console
 
     columns = (TextColumn("collecting activations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:

@@ -12,7 +12,8 @@ __all__ = ["demo_cmd"]
 @click.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("exports/demo"), show_default=True,
               help="Where the artifacts go.")
-@click.option("--method", default="mse", show_default=True, help="Calibration observer (minmax, percentile, entropy, mse).")
+@click.option("--method", default="mse", show_default=True,
+              help="Calibration observer (minmax, percentile, entropy, mse, dobi).")
 @click.option("--preset", default="ort-cpu-int8", show_default=True, help="Quantization preset.")
 @click.option("--iterations", type=int, default=10, show_default=True, help="Timed rounds per model.")
 @click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime threads.")
@@ -27,10 +28,10 @@ def demo_cmd(workdir: Path, method: str, preset: str, iterations: int, threads: 
       qdeploy eval sr exports/demo/abpn_x3.onnx exports/demo/abpn_x3.qdq.onnx \\
           --dataset ../shared/data/sr/Set5 --scale 3
     """
+    from qdeploy_cli._common import console, print_json
     from rich.table import Table
 
     from qdeploy.demo import DemoConfig, run_demo
-    from qdeploy_cli._common import console, print_json
 
     con = console()
     cfg = DemoConfig(workdir=workdir, method=method, preset=preset, iterations=iterations, threads=threads)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
-
 from qdeploy_cli._common import console, print_json
 
 __all__ = ["eval_group", "sr_cmd"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-
 from qdeploy_cli._common import console, input_range_callback, parse_shape, print_json
 
 if TYPE_CHECKING:

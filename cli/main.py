@@ -63,7 +63,7 @@ def _missing_command(name: str, exc: ImportError) -> click.Command:
 class _ErrorHandlingGroup(_LazyGroup):
     """Turns QDeployError into `error: ...` + `hint: ...` on stderr and the error's exit code."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context):
         from qdeploy.errors import QDeployError
 
         try:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from qdeploy_cli._common import console, input_range_callback, print_json, shapes_callback
 
 __all__ = ["profile_cmd"]

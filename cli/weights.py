@@ -36,10 +36,11 @@ def quantize_weights_cmd(model: Path, output: Path, bits: str, block_size: str, 
       qdeploy quantize-weights exports/swinir/model.onnx -o exports/swinir/model.int4w.onnx
       qdeploy quantize-weights model.onnx --block-size 128 --exclude "head" -o model.int4w.onnx
     """
+    from qdeploy_cli._common import console, print_json
+
     from qdeploy.errors import InputError
     from qdeploy.graph.io import load_model, save_model
     from qdeploy.quant.weight_only import WeightOnlyConfig, quantize_weights_only, weight_only_summary
-    from qdeploy_cli._common import console, print_json
 
     if output.resolve() == model.resolve():
         raise InputError("the output would overwrite the input model", "choose another -o path")

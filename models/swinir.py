@@ -19,7 +19,7 @@ Attention keeps the textbook form that graph rewrites look for: ``MatMul(q * sca
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from torch import nn
 
 __all__ = ["SwinIR", "swinir_light"]

@@ -57,7 +57,8 @@ def _calibrate(cfg: DemoConfig, float_path: Path, calib_dir: Path, log: Log) -> 
 
     out = cfg.workdir / "abpn_x3.qdq.onnx"
     data = DataConfig(source=calib_dir, value_range="0-255", crop=cfg.crop, num_samples=cfg.num_samples, seed=0)
-    res = calibrate_model(CalibrateConfig(model=float_path, output=out, data=data, method=cfg.method, preset=cfg.preset))
+    res = calibrate_model(CalibrateConfig(model=float_path, output=out, data=data, method=cfg.method,
+                                          preset=cfg.preset))
     ints = sum(res.kernels.get("integer_ops", {}).values())
     log(f"2/4 calibrated ({cfg.method}, {cfg.preset}) on {calib_dir} -> {out}; {ints} integer kernels in ORT")
     return out
@@ -65,9 +66,10 @@ def _calibrate(cfg: DemoConfig, float_path: Path, calib_dir: Path, log: Log) -> 
 
 def run_demo(cfg: DemoConfig, log: Log = print) -> DemoResult:
     """Run the four steps and return the float-vs-INT8 table (PSNR, delta, latency, size)."""
+    from qdeploy_calib_data.demo import demo_calibration_dir, demo_eval_dir, demo_image_source
+
     from qdeploy.evaluate.profile import ProfileConfig, profile_models
     from qdeploy.sr.evaluate import SREvalConfig, evaluate_sr
-    from qdeploy_calib_data.demo import demo_calibration_dir, demo_eval_dir, demo_image_source
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     calib_dir = demo_calibration_dir(cfg.workdir / "calib_images")

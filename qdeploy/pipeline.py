@@ -50,7 +50,8 @@ class CalibrateConfig:
 
     def __post_init__(self) -> None:
         if self.data is None and self.cache is None:
-            raise InputError("no calibration data given", "pass --data DIR_OR_NPZ, or --cache CALIB.json to reuse ranges")
+            raise InputError("no calibration data given",
+                             "pass --data DIR_OR_NPZ, or --cache CALIB.json to reuse ranges")
         if Path(self.output).resolve() == Path(self.model).resolve():
             raise InputError("the output would overwrite the input model", "choose another -o path")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -102,7 +103,7 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
         if progress:
             progress(seen, total * passes)
 
-    def make_data():  # noqa: ANN202
+    def make_data():
         return iter_samples(config.data, specs)
 
     ranges = collect_ranges(model, names, make_data, lambda: make_observer(config.method, **config.method_options),

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from qdeploy_models.zoo import get_entry
 
 from qdeploy.sr.imresize import bicubic_downscale, imresize
-from qdeploy_models.zoo import get_entry
 
 
 def load_pairs(root: Path, scale: int, rescales: tuple[float, ...], exclude: set[str]) -> list:
@@ -55,7 +55,7 @@ def sample_batch(pairs, rng, batch, patch, scale):
             lp, hp = lp[:, ::-1], hp[:, ::-1]
         lrs.append(lp.transpose(2, 0, 1))
         hrs.append(hp.transpose(2, 0, 1))
-    to = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).float()  # noqa: E731
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).float()
     return to(lrs), to(hrs)
 
 

@@ -24,7 +24,7 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
            "all": "ORT_ENABLE_ALL"}
 
 
-def _spec(node_arg) -> TensorSpec:  # noqa: ANN001 (onnxruntime NodeArg)
+def _spec(node_arg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
     return TensorSpec(node_arg.name, shape, _ORT_DTYPES.get(node_arg.type, "float32"))
 
@@ -32,7 +32,7 @@ def _spec(node_arg) -> TensorSpec:  # noqa: ANN001 (onnxruntime NodeArg)
 class OrtSession(Session):
     """An ``onnxruntime.InferenceSession`` behind the qdeploy :class:`Session` interface."""
 
-    def __init__(self, sess, backend_name: str) -> None:  # noqa: ANN001
+    def __init__(self, sess, backend_name: str) -> None:
         super().__init__([_spec(i) for i in sess.get_inputs()], [_spec(o) for o in sess.get_outputs()])
         self._sess = sess
         self.backend_name = backend_name
@@ -82,7 +82,8 @@ class OrtBackend(Backend):
         if options.optimized_model_path:
             so.optimized_model_filepath = options.optimized_model_path
         so.log_severity_level = 3
-        providers = [self.provider] if self.provider == "CPUExecutionProvider" else [self.provider, "CPUExecutionProvider"]
+        cpu = "CPUExecutionProvider"
+        providers = [self.provider] if self.provider == cpu else [self.provider, cpu]
         if self.provider == "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         try:

@@ -186,7 +186,7 @@ def data_fingerprint(config: DataConfig, inputs: list[TensorSpec]) -> str:
     for path in plan.files:
         h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 - fh is bound per iteration
+            for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
 

@@ -264,7 +264,7 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_
     import torch
 
     dim = torch.export.Dim.DYNAMIC  # lets torch infer relations between inputs and divisibility
-    dynamic_shapes = tuple({a: dim for a in entry} or None for entry in axes) if any(axes) else None
+    dynamic_shapes = tuple(dict.fromkeys(entry, dim) or None for entry in axes) if any(axes) else None
     with _quiet_exporters(stderr=True):
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset, optimize=True,
                                     input_names=_names("input", len(inputs)),

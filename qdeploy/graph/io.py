@@ -20,7 +20,8 @@ __all__ = ["check_model", "load_model", "model_from_bytes", "model_to_bytes", "s
 
 def _read_proto(path: Path) -> onnx.ModelProto:
     if not path.exists():
-        raise InputError(f"ONNX file not found: {path}", "check the path (relative paths are from the current directory)")
+        raise InputError(f"ONNX file not found: {path}",
+                         "check the path (relative paths are from the current directory)")
     if path.is_dir():
         raise InputError(f"expected an .onnx file, got a directory: {path}", "pass the model file itself")
     try:

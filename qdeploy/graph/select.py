@@ -182,9 +182,7 @@ def weight_slot(node: ir.Node, per_channel: bool = True) -> tuple[int, int | Non
 
 def bias_slot(node: ir.Node) -> int | None:
     """Input index of a constant 1-D bias (Conv/ConvTranspose B, Gemm C), or None."""
-    if node.op_type in ("Conv", "ConvTranspose"):
-        index = 2
-    elif node.op_type == "Gemm":
+    if node.op_type in ("Conv", "ConvTranspose") or node.op_type == "Gemm":
         index = 2
     else:
         return None

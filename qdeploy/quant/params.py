@@ -2,8 +2,9 @@
 
 Everything here follows the ONNX ``QuantizeLinear`` definition
 ``q = saturate(round_half_even(x / scale) + zp)`` and ``DequantizeLinear`` ``x' = (q - zp) * scale``, so
-the numbers computed here are exactly what ONNX Runtime or TensorRT will use. Keeping the math free of graph code means it can be unit-tested with plain arrays and
-reused by tools that only want to inspect a calibration cache.
+the numbers computed here are exactly what ONNX Runtime or TensorRT will use. Keeping the math free of
+graph code means it can be unit-tested with plain arrays and reused by tools that only want to inspect
+a calibration cache.
 """
 
 from __future__ import annotations
@@ -196,10 +197,7 @@ def quantize_weight(
     scale, zp = _grid(lo, hi, qmin, qmax, symmetric)
     scale = scale.astype(np.float32)
     zp = zp.astype(INT_DTYPES[dtype])
-    if axis is None:
-        qp = QParams(scale.reshape(()), zp.reshape(()))
-    else:
-        qp = QParams(scale, zp, axis)
+    qp = QParams(scale.reshape(()), zp.reshape(())) if axis is None else QParams(scale, zp, axis)
     q = quantize_array(w, qp)
     return np.clip(q, qmin, qmax).astype(INT_DTYPES[dtype]), qp
 

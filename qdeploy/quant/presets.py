@@ -98,7 +98,7 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
     pattern it recognises and leaves other graphs alone); ``avoid_pair_saturation`` stays opt-in.
     """
     has_vnni = cpu_has_vnni() if vnni is None else vnni
-    common = dict(
+    common = dict(  # noqa: C408 (keyword form reads like the QuantConfig call it feeds)
         name="ort-cpu-int8", op_types=("Conv", "MatMul", "Gemm"), activation=QuantTarget(8, symmetric=False),
         activation_dtype="uint8",
         weight_bits=8, weight_symmetric=True, per_channel=True, quantize_bias=True, quantize_outputs=True,

@@ -101,7 +101,7 @@ def _labels(models: Sequence[ModelInput]) -> list[str]:
             for n, m in zip(names, models)]
 
 
-def _input_name(session, label: str, pairs: list[SRPair]) -> str:  # noqa: ANN001 (backend Session)
+def _input_name(session, label: str, pairs: list[SRPair]) -> str:
     """The model's one NCHW image input; raise with a fix for shapes that cannot take whole images."""
     if len(session.inputs) != 1 or len(session.inputs[0].shape) != 4:
         shapes = [f"{s.name}{s.shape}" for s in session.inputs]
@@ -115,7 +115,7 @@ def _input_name(session, label: str, pairs: list[SRPair]) -> str:  # noqa: ANN00
                                     "SR evaluation feeds RGB images; Y-only models are not supported")
     static = [(axis, d) for axis, d in (("H", h), ("W", w)) if isinstance(d, int)]
     sizes = {p.lr.shape[:2] for p in pairs}
-    if static and any(isinstance(h, int) and s[0] != h or isinstance(w, int) and s[1] != w for s in sizes):
+    if static and any((isinstance(h, int) and s[0] != h) or (isinstance(w, int) and s[1] != w) for s in sizes):
         raise InputError(f"{label}: input {spec.name!r} has a fixed size {spec.shape}, but the LR images "
                          f"have {len(sizes)} different sizes", _DYNAMIC_HINT)
     return spec.name

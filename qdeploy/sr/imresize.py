@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["imresize", "modcrop", "bicubic_downscale"]
+__all__ = ["bicubic_downscale", "imresize", "modcrop"]
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -30,14 +30,14 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     """Weights and (0-based, mirrored) source indices for each output sample along one axis."""
     width = 4.0
     if scale < 1:  # anti-aliasing: stretch the kernel when shrinking
-        kernel = lambda d: scale * _cubic(scale * d)  # noqa: E731
+        kernel = lambda d: scale * _cubic(scale * d)
         width = width / scale
     else:
         kernel = _cubic
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - width / 2.0)
-    taps = int(math.ceil(width)) + 2
+    taps = math.ceil(width) + 2
     idx = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]
     weights = kernel(u[:, None] - idx)
     weights = weights / weights.sum(axis=1, keepdims=True)
@@ -68,8 +68,8 @@ def imresize(img: np.ndarray, scale: float) -> np.ndarray:
     if img.ndim not in (2, 3):
         raise ValueError(f"imresize expects an HxW or HxWxC image, got shape {img.shape}")
     is_uint8 = img.dtype == np.uint8
-    out_h = int(math.ceil(img.shape[0] * scale))
-    out_w = int(math.ceil(img.shape[1] * scale))
+    out_h = math.ceil(img.shape[0] * scale)
+    out_w = math.ceil(img.shape[1] * scale)
     out = _resize_axis(img, 0, out_h, scale)
     if is_uint8:
         out = _round_uint8(out)

@@ -48,8 +48,8 @@ def test_round_trip_is_lossless(tmp_path: Path) -> None:
 
 def test_mismatches_name_what_changed() -> None:
     cache = make_cache()
-    same = dict(model_sha256=cache.model_sha256, method="entropy", observer_config=cache.observer_config,
-                target=cache.target, data_sha256=cache.data_sha256)
+    same = {"model_sha256": cache.model_sha256, "method": "entropy", "observer_config": cache.observer_config,
+                "target": cache.target, "data_sha256": cache.data_sha256}
     assert cache.mismatches(**same) == []
     changed = cache.mismatches(**{**same, "target": QuantTarget(4, False), "model_sha256": "00"})
     assert len(changed) == 2

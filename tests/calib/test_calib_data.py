@@ -88,7 +88,7 @@ def test_seeded_random_crops(tmp_path: Path) -> None:
     (b,) = samples(config, RGB_DYN)
     np.testing.assert_array_equal(a["x"], b["x"])
     assert a["x"].shape == (1, 3, 8, 8)
-    windows = [img[t : t + 8, l : l + 8].transpose(2, 0, 1) for t in range(13) for l in range(23)]
+    windows = [img[t : t + 8, left : left + 8].transpose(2, 0, 1) for t in range(13) for left in range(23)]
     assert any(np.array_equal(a["x"][0], w) for w in windows)  # a real window of the image
     others = [samples(DataConfig(tmp_path / "d", crop=8, seed=s), RGB_DYN)[0]["x"] for s in range(4, 8)]
     assert any(not np.array_equal(o * 255.0, a["x"]) for o in others)  # the seed moves the crop
@@ -96,7 +96,7 @@ def test_seeded_random_crops(tmp_path: Path) -> None:
 
 def test_crop_larger_than_image_names_the_file(tmp_path: Path) -> None:
     write_images(tmp_path / "d", [(20, 20), (6, 20)])
-    with pytest.raises(InputError, match="img1.png") as err:
+    with pytest.raises(InputError, match=r"img1\.png") as err:
         samples(DataConfig(tmp_path / "d", crop=8), RGB_DYN)
     assert "smaller --crop" in err.value.hint
 
@@ -134,7 +134,7 @@ def test_num_samples_is_a_seeded_subset(tmp_path: Path) -> None:
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     write_images(tmp_path / "d", [(4, 4)])
     (tmp_path / "d" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    with pytest.raises(InputError, match="broken.png"):
+    with pytest.raises(InputError, match=r"broken\.png"):
         samples(DataConfig(tmp_path / "d"), RGB_DYN)
 
 
@@ -217,7 +217,7 @@ def test_non_finite_arrays_name_key_and_count(tmp_path: Path, suffix: str) -> No
 
 def test_corrupt_array_file(tmp_path: Path) -> None:
     (tmp_path / "a.npz").write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(InputError, match="a.npz"):
+    with pytest.raises(InputError, match=r"a\.npz"):
         count_samples(DataConfig(tmp_path / "a.npz"), TWO_INPUTS)
 
 

@@ -7,7 +7,6 @@ import json
 import click
 import pytest
 from click.testing import CliRunner
-
 from qdeploy_cli._common import console, parse_range, parse_shape, parse_shapes, print_json
 
 

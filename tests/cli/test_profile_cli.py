@@ -10,9 +10,9 @@ import onnx
 import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
+from qdeploy_cli.main import cli
 
 from qdeploy.graph.io import save_model
-from qdeploy_cli.main import cli
 
 FAST = ["--warmup", "1", "--iterations", "4", "--threads", "1"]
 

@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from click.testing import CliRunner
+from qdeploy_cli.main import cli
 
 from qdeploy.evaluate.metrics import sqnr_db
-from qdeploy_cli.main import cli
 
 MIN_SQNR_DB = 15.0
 """INT4 weights (block 32) on a random-weight MLP; trained weights do better."""

@@ -28,8 +28,8 @@ def test_inputs_are_seeded_in_range_and_typed() -> None:
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not np.array_equal(first["a"], other["a"])
     assert first["a"].dtype == np.float32 and first["a"].shape == (1, 3, 4, 4)
-    assert -2.0 <= first["a"].min() and first["a"].max() < 5.0
-    assert first["ids"].dtype == np.int64 and -2 <= first["ids"].min() and first["ids"].max() <= 5
+    assert first["a"].min() >= -2.0 and first["a"].max() < 5.0
+    assert first["ids"].dtype == np.int64 and first["ids"].min() >= -2 and first["ids"].max() <= 5
 
 
 def test_input_shape_errors_name_the_problem() -> None:

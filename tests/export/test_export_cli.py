@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from qdeploy_cli.export import export_cmd
 
 from qdeploy.errors import ExportError, InputError
-from qdeploy_cli.export import export_cmd
 
 
 def _invoke(*args: object) -> Result:

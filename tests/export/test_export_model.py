@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from qdeploy_models import build
 
 from qdeploy.artifacts import file_sha256
 from qdeploy.backends import SessionOptions, get_backend
 from qdeploy.errors import ExportError, InputError
 from qdeploy.evaluate.metrics import sqnr_db
 from qdeploy.export import ExportConfig, ParityTolerance, export_model
-from qdeploy_models import build
 
 # A float32 export of a small conv net agrees with PyTorch to far better than this.
 MIN_SQNR_DB = 80.0
@@ -113,7 +113,7 @@ def test_fallback_to_torchscript_names_the_reason(model_file: Path, tmp_path: Pa
 
 
 def test_dynamo_only_raises_instead_of_falling_back(model_file: Path, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="the dynamo exporter failed: .*GuardOnDataDependentSymNode"):
+    with pytest.raises(ExportError, match=r"the dynamo exporter failed: .*GuardOnDataDependentSymNode"):
         export_model(_config(f"{model_file}:build_branchy", tmp_path / "b.onnx", input_shapes=[(1, 3, 8, 8)],
                              exporter="dynamo"))
 

@@ -109,6 +109,6 @@ def test_file_that_fails_to_run(tmp_path: Path) -> None:
 def test_corrupt_pt2(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.pt2"
     path.write_bytes(b"this is not a zip archive")
-    with pytest.raises(InputError, match="not a readable torch.export program") as info:
+    with pytest.raises(InputError, match=r"not a readable torch\.export program") as info:
         resolve_spec(str(path))
     assert "torch.export.save" in info.value.hint

@@ -7,10 +7,10 @@ from importlib import resources
 
 import pytest
 import torch
-
-from qdeploy.errors import InputError
 from qdeploy_models import ZooEntry, build, zoo_names
 from qdeploy_models.zoo import _load_weights, get_entry
+
+from qdeploy.errors import InputError
 
 
 def test_zoo_names() -> None:

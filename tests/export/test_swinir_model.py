@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from qdeploy_models.swinir import SwinIR, _shift_mask, swinir_light
 
 PAPER_PARAMS_X2 = 910_152

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-
 import qdq_models  # tests/passes is on sys.path (pytest rootdir-less "prepend" import)
 
 

@@ -30,7 +30,7 @@ __all__ = [
 OPSET = 17
 
 
-def export(module, example, names=("x",)) -> ir.Model:  # noqa: ANN001 (torch objects)
+def export(module, example, names=("x",)) -> ir.Model:
     """torch.onnx.export (TorchScript exporter, opset 17) straight into the IR."""
     import torch
 
@@ -67,7 +67,7 @@ def conv_net(channels: int = 8) -> ir.Model:
             self.c2 = torch.nn.Conv2d(channels, channels, 3, padding=1)
             self.head = torch.nn.Conv2d(channels, 3, 3, padding=1)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             a = torch.relu(self.c1(x))
             b = self.c2(a) + a
             return self.head(torch.relu(b))
@@ -86,7 +86,7 @@ def mlp_net() -> ir.Model:
             self.fc = torch.nn.Linear(16, 16)
             self.proj = torch.nn.Linear(16, 8, bias=False)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             h = torch.relu(self.fc(x))  # Gemm, transB=1
             t = self.proj(h.unsqueeze(0))  # MatMul with constant [16, 8] weight
             return torch.matmul(t, t.transpose(1, 2))  # MatMul of two activations
@@ -105,7 +105,7 @@ def convtranspose_net(groups: int = 1) -> ir.Model:
             self.c = torch.nn.Conv2d(3, 4, 3, padding=1)
             self.up = torch.nn.ConvTranspose2d(4, 6, 2, stride=2, groups=groups)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             return self.up(torch.relu(self.c(x)))
 
     _seeded(2)
@@ -122,7 +122,7 @@ def float_op_net() -> ir.Model:
             self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)
             self.c2 = torch.nn.Conv2d(4, 2, 3, padding=1)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             h = torch.nn.functional.interpolate(torch.sigmoid(self.c1(x)), scale_factor=2.0, mode="nearest")
             return self.c2(h)
 
@@ -141,7 +141,7 @@ def two_consumer_net() -> ir.Model:
             self.a = torch.nn.Conv2d(4, 4, 1)
             self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             r = torch.relu(self.c0(x))
             return self.a(r) + self.b(r)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from qdq_models import conv_net, from_text, mlp_net
 
-from qdeploy.graph.select import NodeFilter, activation_slots, activation_tensors, bias_slot, select_nodes, \
-    weight_slot
+from qdeploy.graph.select import NodeFilter, activation_slots, activation_tensors, bias_slot, select_nodes, weight_slot
 
 
 def test_filter_by_op_type_and_regex() -> None:

@@ -17,7 +17,7 @@ from qdeploy.quant.params import activation_qparams, quantize_weight
 from qdeploy.types import QuantTarget
 
 
-def _shared(model: ir.Model, feeds) -> ir.Model:  # noqa: ANN001
+def _shared(model: ir.Model, feeds) -> ir.Model:
     names = activation_tensors(model.graph, NodeFilter())
     ranges = minmax_ranges(model, names, feeds)
     params = {n: activation_qparams(r.lo, r.hi, QuantTarget(8, True), "int8") for n, r in ranges.items()}
@@ -36,7 +36,7 @@ def test_two_consumers_get_two_pairs_with_identical_numerics() -> None:
     assert DedicateQDQPass()(dedicated).modified
     CleanupGraphPass()(dedicated)
     check_onnx(dedicated)
-    q_count = lambda m: [n.op_type for n in m.graph].count("QuantizeLinear")  # noqa: E731
+    q_count = lambda m: [n.op_type for n in m.graph].count("QuantizeLinear")
     assert (q_count(shared), q_count(dedicated)) == (2, 3)  # x, relu output -> relu output split in two
     for node in dedicated.graph:
         if node.op_type == "DequantizeLinear" and node.inputs[0].producer() is not None:

@@ -10,7 +10,7 @@ from qdeploy.errors import InputError
 from qdeploy.graph.passes import ExposeTensorsPass
 
 
-def _relu_and_conv(model):  # noqa: ANN001, ANN202
+def _relu_and_conv(model):
     relu = next(n for n in model.graph if n.op_type == "Relu")
     return relu.outputs[0].name, relu.inputs[0].name
 

@@ -19,13 +19,13 @@ MIN_QDQ_SQNR_DB = 30.0
 UINT8 = QuantTarget(8, symmetric=False)
 
 
-def _params(model: ir.Model, feeds, outputs: bool):  # noqa: ANN001, ANN202
+def _params(model: ir.Model, feeds, outputs: bool):
     names = activation_tensors(model.graph, NodeFilter(), outputs=outputs, through_relu=outputs)
     ranges = minmax_ranges(model, names, feeds)
     return {n: activation_qparams(r.lo, r.hi, UINT8, "uint8") for n, r in ranges.items()}
 
 
-def _qdq(model: ir.Model, params, consumers=None) -> ir.Model:  # noqa: ANN001
+def _qdq(model: ir.Model, params, consumers=None) -> ir.Model:
     model = model.clone()
     QuantizeWeightsPass(NodeFilter(), quantize_weight)(model)
     InsertActivationQDQPass(params, consumers)(model)

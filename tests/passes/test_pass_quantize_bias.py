@@ -24,7 +24,7 @@ from qdeploy.types import QuantTarget
 MIN_QDQ_SQNR_DB = 30.0
 
 
-def _build(model: ir.Model, feeds, with_bias: bool) -> ir.Model:  # noqa: ANN001
+def _build(model: ir.Model, feeds, with_bias: bool) -> ir.Model:
     names = activation_tensors(model.graph, NodeFilter(), outputs=True, through_relu=True)
     ranges = minmax_ranges(model, names, feeds)
     params = {n: activation_qparams(r.lo, r.hi, QuantTarget(8, False), "uint8") for n, r in ranges.items()}

@@ -22,7 +22,7 @@ def _strip(model: ir.Model) -> ir.Model:
     return model
 
 
-def _activation_qdq(model: ir.Model, feeds) -> ir.Model:  # noqa: ANN001
+def _activation_qdq(model: ir.Model, feeds) -> ir.Model:
     names = activation_tensors(model.graph, NodeFilter(), outputs=True, through_relu=True)
     ranges = minmax_ranges(model, names, feeds)
     params = {n: activation_qparams(r.lo, r.hi, QuantTarget(8, False), "uint8") for n, r in ranges.items()}

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qdeploy.quant.params import MIN_SCALE, QParams, activation_qparams, dequantize_array, int_range, \
-    quantize_array, quantize_bias, quantize_weight
+from qdeploy.quant.params import (
+    MIN_SCALE,
+    QParams,
+    activation_qparams,
+    dequantize_array,
+    int_range,
+    quantize_array,
+    quantize_bias,
+    quantize_weight,
+)
 from qdeploy.types import QuantTarget
 
 U8 = QuantTarget(8, symmetric=False)

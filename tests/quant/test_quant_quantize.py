@@ -11,8 +11,17 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from qdq_models import check_onnx, conv_net, float_op_net, from_text, minmax_ranges, mlp_net, op_types, run, \
-    two_consumer_net
+from qdq_models import (
+    check_onnx,
+    conv_net,
+    float_op_net,
+    from_text,
+    minmax_ranges,
+    mlp_net,
+    op_types,
+    run,
+    two_consumer_net,
+)
 
 from qdeploy.errors import CalibrationError, UnsupportedModelError
 from qdeploy.evaluate.metrics import sqnr_db
@@ -51,7 +60,7 @@ def _quantized(key: str, config: QuantConfig) -> tuple[ir.Model, ir.Model, list[
     return model, quantize(model, ranges, config), feeds
 
 
-def _sqnr(model: ir.Model, qmodel: ir.Model, feeds, level: str,  # noqa: ANN001
+def _sqnr(model: ir.Model, qmodel: ir.Model, feeds, level: str,
           path: str | None = None) -> float:
     return min(sqnr_db(run(model, f)["y"], run(qmodel, f, level, path)["y"]) for f in feeds)
 

@@ -9,10 +9,10 @@ import onnx
 import onnx_ir as ir
 import pytest
 from PIL import Image
+from qdeploy_calib_data import render_procedural
 from sr_helpers import upscaler_text
 
 from qdeploy.graph.io import save_model
-from qdeploy_calib_data import render_procedural
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from qdeploy.errors import InputError
-from qdeploy.sr.dataset import load_sr_dataset
 from qdeploy_calib_data import (
     CALIBRATION_IMAGES,
     EVAL_IMAGES,
@@ -19,6 +16,9 @@ from qdeploy_calib_data import (
     demo_image_source,
     read_marker,
 )
+
+from qdeploy.errors import InputError
+from qdeploy.sr.dataset import load_sr_dataset
 
 SOURCES = ["procedural", pytest.param("skimage", marks=pytest.mark.skipif(
     demo_image_source() != "skimage", reason="scikit-image sample photos not installed"))]

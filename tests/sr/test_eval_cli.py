@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-
-from qdeploy.errors import InputError
 from qdeploy_cli.eval import eval_group
 
+from qdeploy.errors import InputError
 
-def _run(*args: str):  # noqa: ANN202
+
+def _run(*args: str):
     return CliRunner().invoke(eval_group, ["sr", *args])
 
 
-def test_table_shows_models_bicubic_and_delta(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_table_shows_models_bicubic_and_delta(tiny_dataset: Path, write_upscaler) -> None:
     a, b = write_upscaler("float.onnx", 2), write_upscaler("qdq.onnx", 2, offset=2.0)
     result = _run(str(a), str(b), "--dataset", str(tiny_dataset), "--scale", "2", "--threads", "1",
                   "--rgb-psnr", "--per-image")
@@ -25,7 +25,7 @@ def test_table_shows_models_bicubic_and_delta(tiny_dataset: Path, write_upscaler
     assert "+0.000" in result.stdout  # the first model's delta vs itself
 
 
-def test_json_is_the_only_stdout(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_json_is_the_only_stdout(tiny_dataset: Path, write_upscaler) -> None:
     model = write_upscaler("float.onnx", 2)
     result = _run(str(model), "--dataset", str(tiny_dataset), "--scale", "2", "--json", "--max-images", "1",
                   "--range", "0-255")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sr_helpers import SR_DATA, needs_shared
 from PIL import Image
+from sr_helpers import SR_DATA, needs_shared
 
 from qdeploy.sr.dataset import load_rgb
 from qdeploy.sr.imresize import bicubic_downscale, imresize, modcrop

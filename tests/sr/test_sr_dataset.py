@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from qdeploy_calib_data import render_procedural
 from sr_helpers import SR_DATA, needs_shared
 
 from qdeploy.errors import InputError
 from qdeploy.sr.dataset import load_sr_dataset
 from qdeploy.sr.imresize import bicubic_downscale
-from qdeploy_calib_data import render_procedural
 
 
 def test_generated_lr_and_gray_expansion(tiny_dataset: Path) -> None:
@@ -93,5 +93,5 @@ def test_lr_file_of_wrong_size_is_rejected(tiny_dataset: Path) -> None:
     lr_dir = tiny_dataset / "LR_bicubic" / "X2"
     lr_dir.mkdir(parents=True)
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(lr_dir / "a_rgbx2.png")
-    with pytest.raises(InputError, match="does not belong|modcropped"):
+    with pytest.raises(InputError, match=r"does not belong|modcropped"):
         load_sr_dataset(tiny_dataset, 2)

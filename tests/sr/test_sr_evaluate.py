@@ -34,7 +34,7 @@ def _expected(dataset: Path, scale: int, offset: int = 0) -> tuple[list[float], 
     return p_y, s_y, p_rgb
 
 
-def test_scores_match_independent_computation(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_scores_match_independent_computation(tiny_dataset: Path, write_upscaler) -> None:
     ref, worse = write_upscaler("near.onnx", 2), write_upscaler("near_plus3.onnx", 2, offset=3.0)
     calls: list[tuple[str, int, int]] = []
     report = evaluate_sr([ref, worse], SREvalConfig(tiny_dataset, 2, threads=1, rgb_psnr=True),
@@ -56,7 +56,7 @@ def test_scores_match_independent_computation(tiny_dataset: Path, write_upscaler
     assert doc["models"][1]["delta_psnr_y"] < 0 and len(doc["bicubic"]["images"]) == 2
 
 
-def test_value_range_one_gives_same_numbers(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_value_range_one_gives_same_numbers(tiny_dataset: Path, write_upscaler) -> None:
     """Nearest upscaling is scale-invariant, so range 1 (inputs /255, outputs *255) must score the same."""
     model = write_upscaler("near.onnx", 2)
     r255 = evaluate_sr([model], SREvalConfig(tiny_dataset, 2, threads=1))
@@ -64,7 +64,7 @@ def test_value_range_one_gives_same_numbers(tiny_dataset: Path, write_upscaler) 
     assert r1.models[0].psnr_y == pytest.approx(r255.models[0].psnr_y, rel=1e-12)
 
 
-def test_in_memory_models_and_labels(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_in_memory_models_and_labels(tiny_dataset: Path, write_upscaler) -> None:
     path = write_upscaler("near.onnx", 3)
     model = load_model(path)
     report = evaluate_sr([model, path.read_bytes()], SREvalConfig(tiny_dataset, 3, threads=1))
@@ -74,13 +74,13 @@ def test_in_memory_models_and_labels(tiny_dataset: Path, write_upscaler) -> None
     assert named.models[0].label == "float"
 
 
-def test_static_size_model_is_refused(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_static_size_model_is_refused(tiny_dataset: Path, write_upscaler) -> None:
     with pytest.raises(InputError, match="fixed size") as exc:
         evaluate_sr([write_upscaler("static.onnx", 2, static=True)], SREvalConfig(tiny_dataset, 2))
     assert "--dynamic-hw" in exc.value.hint
 
 
-def test_wrong_scale_is_explained(tiny_dataset: Path, write_upscaler) -> None:  # noqa: ANN001
+def test_wrong_scale_is_explained(tiny_dataset: Path, write_upscaler) -> None:
     with pytest.raises(InputError, match=r"x2\)") as exc:
         evaluate_sr([write_upscaler("near.onnx", 2)], SREvalConfig(tiny_dataset, 3))
     assert "scale" in exc.value.hint

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from qdeploy_calib_data import render_procedural
 from skimage.metrics import structural_similarity
 
 from qdeploy.sr.metrics import psnr_rgb, psnr_y, ssim_y, y_channel
-from qdeploy_calib_data import render_procedural
 
 # skimage pads then crops (win-1)/2 = 5 pixels, which leaves exactly MATLAB's 'valid' region; both are
 # float64, so they agree to rounding error.

@@ -7,8 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from qdeploy.graph.passes._qdq import NameSet, QParamsLike, add_initializer, make_dequantize, param_values, \
-    place_at_start
+from qdeploy.graph.passes._qdq import (
+    NameSet,
+    QParamsLike,
+    add_initializer,
+    make_dequantize,
+    param_values,
+    place_at_start,
+)
 from qdeploy.graph.select import NodeFilter, constant_array, select_nodes, weight_slot
 
 __all__ = ["QuantizeWeightsPass", "WeightQuantizer"]
