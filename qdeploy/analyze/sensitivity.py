@@ -44,7 +44,7 @@ import onnx_ir as ir
 
 from qdeploy.analyze.switch import MASK_INPUT, SwitchGraph, build_switch_graph
 from qdeploy.errors import InputError
-from qdeploy.graph.passes.precision_map import QuantizedTensor, _dequantized, _FloatLookup
+from qdeploy.graph.qdq_inventory import FloatLookup, QuantizedTensor, dequantized
 
 __all__ = [
     "AnalyzeConfig",
@@ -293,9 +293,9 @@ def _tensor_stats(
     return stats, float_outputs
 
 
-def _weight_stats(t: QuantizedTensor, floats: _FloatLookup, keep: int, rng: np.random.Generator) -> _Stats:
+def _weight_stats(t: QuantizedTensor, floats: FloatLookup, keep: int, rng: np.random.Generator) -> _Stats:
     stats = _Stats()
-    dq = _dequantized(t.dq_nodes[0])
+    dq = dequantized(t.dq_nodes[0])
     w = floats.weight(t) if floats.model is not None else None
     stats.add(w if w is not None else dq, w if w is not None else dq, dq, None, keep, rng)
     return stats
@@ -339,7 +339,7 @@ def analyze_sensitivity(
         )
     built = time.perf_counter()
     stats, float_outputs = _tensor_stats(float_model, switch, batches, config)
-    floats, rng = _FloatLookup(float_model), np.random.default_rng(config.seed + 1)
+    floats, rng = FloatLookup(float_model), np.random.default_rng(config.seed + 1)
     for t in switch.tensors:
         if t.kind == "weight":
             stats[t.name] = _weight_stats(t, floats, config.histogram_values * len(batches), rng)

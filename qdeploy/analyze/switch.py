@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
 from qdeploy.graph.passes._qdq import NameSet, add_initializer
-from qdeploy.graph.passes.precision_map import QuantizedTensor, _FloatLookup, quantized_tensors
+from qdeploy.graph.qdq_inventory import FloatLookup, QuantizedTensor, quantized_tensors
 
 __all__ = ["MASK_INPUT", "SwitchGraph", "build_switch_graph"]
 
@@ -85,7 +85,7 @@ def build_switch_graph(qdq_model: ir.Model, float_model: ir.Model | None) -> Swi
     graph = model.graph
     tensors = tuple(quantized_tensors(graph))
     names = NameSet(graph)
-    floats = _FloatLookup(float_model)
+    floats = FloatLookup(float_model)
     mask = ir.Value(name=MASK_INPUT, shape=ir.Shape([len(tensors)]), type=ir.TensorType(ir.DataType.BOOL))
     graph.inputs.append(mask)
     sources: dict[str, str] = {}
