@@ -52,7 +52,9 @@ __all__ = ["analyze_cmd"]
     type=click.Path(path_type=Path),
     default=None,
     help="The QDQ model's calibration cache: ranges for the histograms and for re-quantizing; with "
-    "--target-sqnr the chosen precision map is written into it.",
+    "--target-sqnr the chosen precision map is written into it. Raised tensors are re-quantized with these "
+    "bounds, which a low-bit observer chose for its own grid: for the best raise, calibrate an 8-bit cache "
+    "(same --method) and pass that one.",
 )
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows of the table.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="ORT threads.")
