@@ -1,7 +1,8 @@
 """Accuracy-targeted mixed precision: per-Q/DQ sensitivity, then the fewest tensors raised to meet a budget.
 
 For one zoo SR model: uniform W8A8 and uniform W4A4 (same observer, same calibration crops of training
-images), then ``search_precision`` from the W4A4 graph with a Y-PSNR loss budget (default 0.1 dB) measured
+images), then the product path ``calibrate --bits W4A4 --target-loss 0.1dB --target-data HELD_OUT
+--target-scale S`` (per-Q/DQ sensitivity, then ``search_precision``) with the Y-PSNR loss measured
 on a *held-out* split of the training set (BSD200 images never used for calibration; a raised tensor takes
 the bounds calibrated for its new grid), and finally every
 variant scored on the real test set (Set5 ...) that the search never saw. Sizes count weights at their
@@ -28,47 +29,14 @@ MODELS = {  # zoo name -> (scale, pixel gain, preset, preset options)
 HELD_OUT = 8  # last BSD200 images: the search's held-out split
 
 
-def _crops(files: list[Path], n: int, size: int, scale: int, gain: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random LR crops (N, 3, size, size) in the model's range and their HR crops (uint8 HWC)."""
-    from PIL import Image
-
-    from qdeploy.sr.imresize import bicubic_downscale
-
-    rng = np.random.default_rng(seed)
-    files = [f for f in files if min(Image.open(f).size) >= scale * size]
-    lrs, hrs = [], []
-    for i in rng.choice(len(files), size=n, replace=len(files) < n):
-        hr = np.array(Image.open(files[i]).convert("RGB"))
-        hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
-        lr = bicubic_downscale(hr, scale)
-        y, x = rng.integers(lr.shape[0] - size + 1), rng.integers(lr.shape[1] - size + 1)
-        lrs.append(lr[y:y + size, x:x + size].transpose(2, 0, 1))
-        hrs.append(hr[y * scale:(y + size) * scale, x * scale:(x + size) * scale])
-    return (np.stack(lrs).astype(np.float32) / (255.0 / gain)).astype(np.float32), np.stack(hrs)
-
-
-def psnr_evaluator(hrs: np.ndarray, scale: int, gain: float):
-    """Mean Y-PSNR (shave = scale) of the outputs vs the HR crops, the SR protocol on crops."""
-    from qdeploy.sr.evaluate import score_image, to_uint8
-
-    def evaluate(outputs: list[dict[str, np.ndarray]]) -> float:
-        scores = []
-        for hr, out in zip(hrs, outputs):
-            sr = to_uint8(next(iter(out.values()))[0], int(gain))
-            scores.append(score_image("crop", sr, hr, scale).psnr_y)
-        return float(np.mean(scores))
-
-    return evaluate
-
-
-def calibrate(float_path: Path, npz: Path, out: Path, bits: int, model: str, method: str):
+def calibrate(float_path: Path, npz: Path, out: Path, bits: int, model: str, method: str, target=None):
     from qdeploy.calib.data import DataConfig
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
 
     _, _, preset, opts = MODELS[model]
     t = time.perf_counter()
     result = calibrate_model(CalibrateConfig(model=float_path, output=out, data=DataConfig(source=npz),
-                                             method=method, preset=preset, threads=2,
+                                             method=method, preset=preset, threads=2, target=target,
                                              preset_options={**opts, "bits": bits}))
     return result, time.perf_counter() - t
 
@@ -80,32 +48,37 @@ def main() -> None:
     ap.add_argument("--method", default="mse")
     ap.add_argument("--budget", type=float, default=0.1, help="Y-PSNR loss budget in dB (held-out split)")
     ap.add_argument("--heldout-crops", type=int, default=24)
+    ap.add_argument("--crop", type=int, default=48, help="held-out LR crop size")
     ap.add_argument("--sets", default="Set5")
+    ap.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/mixed_precision_abpn"))
     args = ap.parse_args()
     sr = args.shared / "sr"
     if not (sr / "train").is_dir():
         sys.exit(f"needs the SR data at {sr}")
-    scale, gain, _, _ = MODELS[args.model]
-    files = sorted(sr.glob("train/*/*.png"))
-    bsd = sorted((sr / "train" / "BSD200").glob("*.png"))
-    held = set(bsd[-HELD_OUT:])
-    calib_lr, _ = _crops([f for f in files if f not in held], 32, 64, scale, gain, seed=0)
-    held_lr, held_hr = _crops(sorted(held), args.heldout_crops, 48, scale, gain, seed=1)
-    results = run(args, calib_lr, held_lr, held_hr, scale, gain)
-    write(results, args)
+    write(run(args, sr), args)
 
 
-def run(args: argparse.Namespace, calib_lr: np.ndarray, held_lr: np.ndarray, held_hr: np.ndarray,
-        scale: int, gain: float) -> dict:
-    from qdeploy.analyze import AnalyzeConfig, analyze_sensitivity
-    from qdeploy.analyze.search import PrecisionTarget, model_size_bytes, search_precision
+def run(args: argparse.Namespace, sr: Path) -> dict:
+    """Uniform W8A8 and W4A4, then ``calibrate --bits W4A4 --target-loss`` (the product path) at the budget."""
+    from qdeploy.analyze.search import PrecisionTarget, model_size_bytes
+    from qdeploy.analyze.target import TargetConfig
     from qdeploy.export import ExportConfig, export_model
-    from qdeploy.graph.io import load_model, save_model
+    from qdeploy.graph.io import load_model
     from qdeploy.sr.evaluate import SREvalConfig, evaluate_sr
+    from qdeploy.sr.heldout import sr_crops
 
+    scale, gain, _, _ = MODELS[args.model]
+    bsd = sorted((sr / "train" / "BSD200").glob("*.png"))
+    held = bsd[-HELD_OUT:]
+    calib_lr, _ = sr_crops([f for f in sorted(sr.glob("train/*/*.png")) if f not in held], 32, 64, scale, gain,
+                           seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        held_dir = work / "heldout_hr"  # links, not copies: the data stays in ../shared
+        held_dir.mkdir()
+        for f in held:
+            (held_dir / f.name).symlink_to(f.resolve())
         float_path = work / "float.onnx"
         export_model(ExportConfig(spec=args.model, output=float_path, input_shapes=((1, 3, 64, 64),),
                                   dynamic_hw=True))
@@ -113,37 +86,22 @@ def run(args: argparse.Namespace, calib_lr: np.ndarray, held_lr: np.ndarray, hel
         np.savez(npz, input=calib_lr)
         w8, w8_s = calibrate(float_path, npz, work / "w8a8.onnx", 8, args.model, args.method)
         w4, w4_s = calibrate(float_path, npz, work / "w4a4.onnx", 4, args.model, args.method)
-        fmodel, q4 = load_model(float_path), load_model(w4.output)
-        batches = [{"input": held_lr[i:i + 1]} for i in range(len(held_lr))]
-        evaluator = psnr_evaluator(held_hr, scale, gain)
-        config = AnalyzeConfig(threads=2)
-        t = time.perf_counter()
-        analysis = analyze_sensitivity(fmodel, q4, batches, evaluator, w4.ranges, config)
-        analysis_s = time.perf_counter() - t
-        t = time.perf_counter()
-        # a tensor raised to 8 bits takes the bounds calibrated for the 8-bit grid: the W4A4 observer's
-        # bounds clip for 16 levels and would waste the raise
-        plan = search_precision(fmodel, q4, batches, PrecisionTarget("loss", args.budget), evaluator,
-                                w8.ranges, analysis, config)
-        search_s = time.perf_counter() - t
-        mixed = save_model(plan.model, work / "mixed.onnx")
-        paths = [float_path, w8.output, w4.output, mixed]
+        target = TargetConfig(PrecisionTarget("loss", args.budget), held_dir, scale, args.heldout_crops, args.crop)
+        mixed, mixed_s = calibrate(float_path, npz, work / "mixed.onnx", 4, args.model, args.method, target)
+        plan, analysis = mixed.plan, mixed.analysis
+        paths = [float_path, w8.output, w4.output, mixed.output]
         psnr = {}
         for ds in args.sets.split(","):
-            report = evaluate_sr(paths, SREvalConfig(dataset=sr_dir(args) / ds, scale=scale, value_range=int(gain),
-                                                     threads=2, graph_optimization="disable"))
+            report = evaluate_sr(paths, SREvalConfig(dataset=sr / ds, scale=scale, value_range=int(gain), threads=2,
+                                                     graph_optimization="disable", max_images=args.max_images))
             psnr[ds] = [row.psnr_y for row in report.models]
-        sizes = [model_size_bytes(fmodel), model_size_bytes(load_model(w8.output)), model_size_bytes(q4),
-                 plan.size_bytes]
+        sizes = [model_size_bytes(load_model(p)) for p in paths[:3]] + [plan.size_bytes]
         return {"model": args.model, "method": args.method, "budget_db": args.budget,
                 "labels": ["float", "uniform W8A8", "uniform W4A4", f"mixed (≤{args.budget} dB held-out)"],
-                "psnr": psnr, "size_bytes": sizes, "calib_s": [0.0, w8_s, w4_s, w4_s + search_s],
-                "analysis_s": analysis_s, "search_s": search_s, "tensors": len(analysis.tensors),
-                "plan": plan.to_dict(), "top5": [t.name for t in analysis.tensors[:5]]}
-
-
-def sr_dir(args: argparse.Namespace) -> Path:
-    return args.shared / "sr"
+                "psnr": psnr, "size_bytes": sizes, "calib_s": [0.0, w8_s, w4_s, mixed_s],
+                "analysis_s": analysis.timings.get("total_s", 0.0), "search_s": plan.seconds,
+                "tensors": len(analysis.tensors), "plan": plan.to_dict(),
+                "top5": [t.name for t in analysis.tensors[:5]]}
 
 
 def write(results: dict, args: argparse.Namespace) -> None:

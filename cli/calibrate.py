@@ -63,6 +63,25 @@ def _refine_options(refine: str | None, iterations: int, lr: float, batch: int, 
             "show_progress": not quiet}
 
 
+def _target(sqnr: str | None, loss: str | None, data: Path | None, scale: int | None, samples: int,
+            crop: int) -> Any:
+    """``--target-*`` options -> a :class:`qdeploy.analyze.target.TargetConfig` (None without a target)."""
+    from qdeploy.errors import InputError
+
+    if sqnr is None and loss is None:
+        if data is not None or scale is not None:
+            raise InputError("--target-data / --target-scale only matter with a target",
+                             "add --target-sqnr DB or --target-loss DB")
+        return None
+    if sqnr is not None and loss is not None:
+        raise InputError("give one accuracy target", "use either --target-sqnr or --target-loss")
+    from qdeploy.analyze.search import PrecisionTarget
+    from qdeploy.analyze.target import TargetConfig
+
+    target = PrecisionTarget.parse("sqnr", sqnr) if sqnr is not None else PrecisionTarget.parse("loss", loss)
+    return TargetConfig(target, data, scale, samples, crop)
+
+
 def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if op_types:
@@ -101,6 +120,24 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--dqc-lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
 @click.option("--dqc-batch", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--dqc-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--target-sqnr", default=None, metavar="DB",
+              help="Accuracy target: output SQNR vs the float model >= DB on held-out inputs. The model is "
+                   "calibrated at --bits, then its most sensitive tensors are raised to 8 bits or left float "
+                   "until the target is met; the precision map goes into the cache.")
+@click.option("--target-loss", default=None, metavar="DB",
+              help="Accuracy target on the task metric, e.g. 0.05dB: SR Y-PSNR loss on held-out images "
+                   "(needs --target-data HR_DIR and --target-scale S).")
+@click.option("--target-data", type=click.Path(path_type=Path), default=None,
+              help="Held-out data for the target (never the calibration set): HR images with --target-scale, "
+                   "else model inputs like --data. Default for --target-sqnr: the calibration inputs.")
+@click.option("--target-scale", type=click.IntRange(min=1), default=None,
+              help="SR scale: --target-data holds HR images; LR crops are made by MATLAB bicubic.")
+@click.option("--target-samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Held-out samples each candidate precision map is measured on.")
+@click.option("--target-crop", type=click.IntRange(min=8), default=48, show_default=True,
+              help="LR crop size of the held-out samples.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="With a target: write the sensitivity report (report.html, report.md, plots) here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None,
               help="Use at most N calibration samples (deterministic choice by --seed).")
@@ -125,7 +162,9 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
                   bits: str | None, shift_qk: bool, refine: str | None, dqc_iterations: int, dqc_lr: float,
-                  dqc_batch: int, dqc_device: str, output: Path, num_samples: int | None, crop: int | None,
+                  dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
+                  target_data: Path | None, target_scale: int | None, target_samples: int, target_crop: int,
+                  report_dir: Path | None, output: Path, num_samples: int | None, crop: int | None,
                   value_range: str, color: str, seed: int,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
@@ -145,6 +184,8 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
       qdeploy calibrate model.onnx --cache exports/abpn/model.qdq.calib.json -o again.qdq.onnx
       qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 --preset lowbit-sim \\
           --shift-qk --refine dqc --dqc-iterations 200 -o swinir.w4a4.qdq.onnx
+      qdeploy calibrate abpn.onnx --data train_lr/ --range 0-255 --method mse --bits W4A4 \\
+          --target-loss 0.1dB --target-data heldout_hr/ --target-scale 3 --report mixed/ -o abpn.mixed.qdq.onnx
     """
     from qdeploy_cli._common import console, print_json
 
@@ -162,8 +203,19 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
                                              **({"shift_qk": True} if shift_qk else {})}, cache=cache,
                              cache_output=cache_out, batch_size=batch_size, threads=threads, refine=refine,
                              refine_options=_refine_options(refine, dqc_iterations, dqc_lr, dqc_batch, dqc_device,
-                                                            seed, as_json))
+                                                            seed, as_json),
+                             target=_target(target_sqnr, target_loss, target_data, target_scale, target_samples,
+                                            target_crop))
+    if report_dir is not None and config.target is None:
+        from qdeploy.errors import InputError
+
+        raise InputError("--report writes the sensitivity report of a target search",
+                         "add --target-sqnr DB or --target-loss DB, or use `qdeploy analyze --report`")
     result = _run_with_progress(config, quiet=as_json)
+    if report_dir is not None:
+        from qdeploy.analyze.report import write_analysis_report
+
+        write_analysis_report(result.analysis, report_dir, result.plan, 15)
     if as_json:
         print_json(_result_dict(result, config))
         return
@@ -176,7 +228,7 @@ def _run_with_progress(config: Any, quiet: bool) -> Any:
 
     from qdeploy.pipeline import calibrate_model
 
-    columns = (TextColumn("collecting activations"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:
         task = bar.add_task("calibrate", total=None)
         return calibrate_model(config, lambda done, total: bar.update(task, completed=done, total=total))
@@ -188,6 +240,7 @@ def _result_dict(result: Any, config: Any) -> dict[str, Any]:
         "reused_cache": result.reused_cache, "seconds": round(result.seconds, 3), "summary": result.summary,
         "integer_kernels": result.kernels, "fusion": getattr(result, "fusion", {}),
         "tensors": {k: v.to_dict() for k, v in result.ranges.items()}, "refine": getattr(result, "refine", {}),
+        "plan": result.plan.to_dict() if getattr(result, "plan", None) is not None else None,
     }
 
 
@@ -213,7 +266,24 @@ def _print_summary(con: Any, result: Any, config: Any) -> None:
         con.print(f"DQC: loss {refined.get('initial_loss', float('nan')):.4g} -> "
                   f"{refined.get('final_loss', float('nan')):.4g} in {refined.get('seconds', 0):.0f}s"
                   f"{'' if refined.get('applied', True) else ' (no improvement: calibrated scales kept)'}")
+    if getattr(result, "plan", None) is not None:
+        _print_plan(con, result.plan)
     if getattr(result, "fusion", None):
         con.print(f"QDQ placement: {result.fusion['line']}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
               f"{', ranges reused from cache' if result.reused_cache else ''})")
+
+
+def _print_plan(con: Any, plan: Any) -> None:
+    """The target search's outcome: met or not, the precision counts, size and predicted speed cost."""
+    reached = f"output SQNR {plan.sqnr_db:.2f} dB"
+    if plan.score is not None and plan.float_score is not None:
+        reached += f", task loss {plan.float_score - plan.score:.3f} dB"
+    verdict = "[green]met[/green]" if plan.met else "[red]NOT met[/red] (best map kept; everything raised)"
+    con.print(f"target {plan.target}: {verdict}; {reached}")
+    counts = ", ".join(f"{n} {label}" for label, n in sorted(plan.counts.items()))
+    con.print(f"precision map: {counts}; packed size {plan.size_bytes / 1024:.1f} KiB "
+              f"(lowest bits {plan.base_size_bytes / 1024:.1f} KiB, float {plan.float_size_bytes / 1024:.1f} KiB); "
+              f"{len(plan.candidates)} candidates in {plan.seconds:.0f}s")
+    if plan.speed.get("line"):
+        con.print(f"predicted speed cost: {plan.speed['line']}")

@@ -6,6 +6,7 @@ collector, the cache), so the CLI and Python users run the very same code.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class CalibrateConfig:
     ``refine`` names a refinement of the quantized model's parameters (``qdeploy.refine.REFINERS``, e.g.
     "dqc") run on the calibration data after quantizing; ``refine_options`` are its config fields
     (for DQC: iterations, lr, batch_size, feature_weight, seed, device, ...; ``show_progress``).
+    ``target`` (a :class:`qdeploy.analyze.target.TargetConfig`) repairs the quantized model to an accuracy
+    target by raising (or leaving float) its most sensitive tensors; the map lands in the cache.
     """
 
     model: Path
@@ -47,6 +50,7 @@ class CalibrateConfig:
     threads: int | None = None
     refine: str | None = None
     refine_options: dict[str, Any] = field(default_factory=dict)
+    target: Any = None
 
     def __post_init__(self) -> None:
         if self.data is None and self.cache is None:
@@ -61,6 +65,9 @@ class CalibrateConfig:
         if self.refine is not None and self.data is None:
             raise InputError(f"--refine {self.refine} needs calibration data (it distils on it)",
                              "pass --data DIR_OR_NPZ as well as (or instead of) --cache")
+        if self.target is not None and self.data is None:
+            raise InputError("an accuracy target needs calibration data (8-bit bounds for raised tensors)",
+                             "pass --data DIR_OR_NPZ as well as --cache")
 
     @property
     def cache_path(self) -> Path:
@@ -85,6 +92,8 @@ class CalibrateResult:
     method: str = ""
     fusion: dict[str, Any] = field(default_factory=dict)
     refine: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None
+    analysis: Any = None
 
 
 def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
@@ -156,7 +165,9 @@ def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quan
         raise InputError(
             f"--cache {config.cache} holds ranges for a {cache.target} grid; preset {quant.name!r} quantizes "
             f"activations to {quant.activation}",
-            "use the preset the cache was made with, or recalibrate with --data",
+            f"use the preset and --bits the cache was made with ({cache.target.bits}-bit activations"
+            f"{', preset ' + str(cache.extra['preset'].get('name')) if 'preset' in cache.extra else ''}), "
+            "or recalibrate with --data",
         )
     if cache.model_sha256 != model_sha:
         import logging
@@ -167,8 +178,7 @@ def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quan
 
 def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None] | None = None) -> CalibrateResult:
     """Calibrate and quantize ``config.model``; writes the QDQ model, its cache and manifest atomically."""
-    from qdeploy.calib.attention_stats import qk_means_to_json
-    from qdeploy.calib.cache import CalibrationCache, save_cache
+    from qdeploy.calib.cache import save_cache
     from qdeploy.quant import get_preset, quantization_summary, quantize, tensors_to_calibrate
     from qdeploy.quant.quantize import calibration_model
 
@@ -176,11 +186,15 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     model = load_model(config.model)
     model_sha = file_sha256(config.model)
     quant = get_preset(config.preset, **config.preset_options)
+    if quant.full_integer and (config.target is not None or _cached_map(config.cache)):
+        # integer-only tails pin their tensors' precision, which a precision map must be free to change
+        quant = dataclasses.replace(quant, full_integer=False)
     means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
     names = tensors_to_calibrate(model, quant, means)
     if not names:
         raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
                          "check --op-types / --include / --exclude")
+    cached = None
     if config.cache is not None:
         cached = _load_cached(config, model_sha, names, quant)
         ranges, method = dict(cached.ranges), cached.method  # the cache's method decided these ranges
@@ -192,22 +206,109 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     refine_report: dict[str, Any] = {}
     if config.refine is not None:  # the cache keeps the observer's ranges; refinement acts on the model only
         qmodel, refine_report = _refine(model, qmodel, config)
-    if config.cache is None:
-        data = extra["data"]
-        save_cache(cache_path, CalibrationCache(
-            model_sha256=model_sha, method=method, observer_config=extra["observer_config"],
-            target=quant.activation, data_source=data["source"], data_count=data["count"],
-            data_sha256=data["sha256"], ranges=ranges, extra={"preset": quant.to_dict()} | (
-                {"shift_qk": qk_means_to_json(means)} if means is not None else {})))
+    repaired = _repair(model, qmodel, quant, means, names, ranges, cached, config, progress)
+    qmodel = repaired.model
+    if config.cache is None or config.target is not None:
+        cache_path = config.cache_path
+        save_cache(cache_path, _cache_record(cached, model_sha, method, extra, quant, ranges, means, repaired))
     save_model(qmodel, config.output)
     kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}
     fusion = fusion_summary(qmodel, quant.name)
     write_manifest(config.output, {"source_model": str(config.model), "source_sha256": model_sha,
                                    "method": method, "preset": quant.to_dict(), "data": extra["data"],
                                    "calibration_cache": str(cache_path)}
-                   | ({"refine": refine_report} if refine_report else {}))
+                   | ({"refine": refine_report} if refine_report else {})
+                   | ({"target": repaired.record} if repaired.record else {}))
     return CalibrateResult(config.output, cache_path, ranges, quantization_summary(qmodel), kernels,
-                           time.perf_counter() - start, config.cache is not None, method, fusion, refine_report)
+                           time.perf_counter() - start, config.cache is not None, method, fusion, refine_report,
+                           repaired.plan, repaired.analysis)
+
+
+@dataclass(frozen=True)
+class _Repaired:
+    """The model after an accuracy target or a cached precision map, and what the cache should keep."""
+
+    model: ir.Model
+    plan: Any = None
+    analysis: Any = None
+    raise_ranges: dict[str, TensorRange] | None = None
+    record: dict[str, Any] | None = None
+    precision_map: dict[str, str] | None = None
+
+
+def _repair(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, names: list[str],
+            ranges: dict[str, TensorRange], cached: Any, config: CalibrateConfig,
+            progress: Callable[[int, int], None] | None) -> _Repaired:
+    """Meet ``config.target`` (sensitivity + precision search), or re-apply the cache's precision map.
+
+    Why the cached map is applied on reuse: it is the user's (or a search's) decision about which
+    tensors stay at which precision, so ``--cache`` must reproduce the repaired model, hand edits included.
+    """
+    from qdeploy.graph.passes import ApplyPrecisionMapPass
+
+    if config.target is None:
+        if cached is None or not cached.precision_map:
+            return _Repaired(qmodel)
+        raise_ranges = _stored_ranges(cached) or ranges
+        out = qmodel.clone()
+        ApplyPrecisionMapPass(cached.precision_map, raise_ranges, model)(out)
+        return _Repaired(out, precision_map=dict(cached.precision_map))
+    from qdeploy.analyze.target import heldout_inputs, meet_target, plan_record
+    from qdeploy.backends import SessionOptions, get_backend
+
+    raise_ranges = _stored_ranges(cached) or _raise_ranges(model, quant, means, names, ranges, config, progress)
+    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    held = heldout_inputs(config.target, config.data, [s.name for s in specs], specs)
+    fusion = "tensorrt" if quant.name.startswith("tensorrt") else "ort-cpu"
+    analysis, plan = meet_target(model, qmodel, ranges, raise_ranges, held, config.target.target, fusion,
+                                 config.threads, progress)
+    return _Repaired(plan.model, plan, analysis, raise_ranges, plan_record(plan, held), dict(plan.precision_map))
+
+
+def _cached_map(cache: Path | None) -> bool:
+    from qdeploy.calib.cache import load_cache
+
+    return cache is not None and bool(load_cache(cache).precision_map)
+
+
+def _stored_ranges(cached: Any) -> dict[str, TensorRange] | None:
+    stored = cached.extra.get("raise_ranges") if cached is not None else None
+    return {n: TensorRange.from_dict(r) for n, r in stored.items()} if stored else None
+
+
+def _raise_ranges(model: ir.Model, quant: Any, means: Any, names: list[str], ranges: dict[str, TensorRange],
+                  config: CalibrateConfig, progress: Callable[[int, int], None] | None) -> dict[str, TensorRange]:
+    """Bounds for tensors raised to 8 bits: one more observer pass on the 8-bit grid (below 8 bits only).
+
+    Why not reuse the low-bit bounds: an observer clips for the grid it was given (16 levels at 4 bits);
+    at 8 bits that clipping is pure loss, and a raise must recover accuracy, not keep the 4-bit error.
+    """
+    if quant.activation.bits >= 8:
+        return ranges
+    from qdeploy.quant.quantize import calibration_model
+
+    quant8 = dataclasses.replace(quant, activation=dataclasses.replace(quant.activation, bits=8))
+    return _collect(calibration_model(model, quant8, means), names, config, quant8, progress)[0]
+
+
+def _cache_record(cached: Any, model_sha: str, method: str, extra: dict[str, Any], quant: Any,
+                  ranges: dict[str, TensorRange], means: Any, repaired: _Repaired) -> Any:
+    """The calibration cache to write: the observer's ranges plus, after a search, the plan."""
+    from qdeploy.calib.attention_stats import qk_means_to_json
+    from qdeploy.calib.cache import CalibrationCache
+
+    added: dict[str, Any] = {"target": repaired.record} if repaired.record else {}
+    if repaired.raise_ranges is not None and repaired.raise_ranges is not ranges:
+        added["raise_ranges"] = {n: r.to_dict() for n, r in repaired.raise_ranges.items()}
+    if cached is not None:
+        return dataclasses.replace(cached, extra=cached.extra | added,
+                                   precision_map=repaired.precision_map or cached.precision_map)
+    data = extra["data"]
+    shift = {"shift_qk": qk_means_to_json(means)} if means is not None else {}
+    return CalibrationCache(
+        model_sha256=model_sha, method=method, observer_config=extra["observer_config"], target=quant.activation,
+        data_source=data["source"], data_count=data["count"], data_sha256=data["sha256"], ranges=ranges,
+        extra={"preset": quant.to_dict()} | shift | added, precision_map=repaired.precision_map)
 
 
 def _refine(model: ir.Model, qmodel: ir.Model, config: CalibrateConfig) -> tuple[ir.Model, dict[str, Any]]:

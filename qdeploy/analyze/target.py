@@ -1,0 +1,132 @@
+"""``qdeploy calibrate --target-loss / --target-sqnr``: calibrate at the lowest bits, then repair to a target.
+
+The calibrated low-bit model is handed to :func:`qdeploy.analyze.search.search_precision` together with
+held-out inputs and, for a task target, the SR Y-PSNR metric on them. Three choices make the result
+trustworthy rather than flattering:
+
+- the accuracy is measured on *held-out* inputs (``TargetConfig.data``), never on the calibration
+  samples when a task metric is asked for (an SQNR target may fall back to them, and says so);
+- a tensor raised to 8 bits takes bounds calibrated *for the 8-bit grid* (one more observer pass):
+  a 4-bit observer clips hard for 16 levels, and re-using its bound at 8 bits would waste the raise;
+- the plan (precision map, 8-bit bounds, the target and what was reached) goes into the calibration
+  cache, so the map can be edited by hand and re-applied with ``qdeploy calibrate --cache``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from qdeploy.analyze.search import PrecisionPlan, PrecisionTarget, search_precision
+from qdeploy.analyze.sensitivity import AnalyzeConfig, Evaluator, SensitivityResult, analyze_sensitivity
+from qdeploy.errors import InputError
+
+__all__ = ["HeldOut", "TargetConfig", "heldout_inputs", "meet_target", "plan_record"]
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """An accuracy target for ``calibrate`` and the held-out inputs it is measured on.
+
+    Attributes:
+        target: output SQNR vs float (``kind="sqnr"``) or task-score loss (``kind="loss"``, dB of PSNR).
+        data: held-out inputs. With ``sr_scale``: a folder of HR images (LR crops are made from them by
+            MATLAB bicubic). Without: model inputs read like calibration data. None: the calibration
+            inputs themselves (SQNR targets only; optimistic, reported as such).
+        sr_scale: SR upscaling factor; turns on the Y-PSNR task metric (required by ``kind="loss"``).
+        num_samples: held-out samples (each candidate map runs all of them).
+        crop: LR crop size (pixels) of the held-out samples.
+        seed: seed of the crop choice (differs from calibration's default 0 on purpose).
+    """
+
+    target: PrecisionTarget
+    data: Path | None = None
+    sr_scale: int | None = None
+    num_samples: int = 16
+    crop: int = 48
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.target.kind == "loss" and (self.sr_scale is None or self.data is None):
+            raise InputError(
+                "--target-loss needs a task metric on held-out images",
+                "add --target-data HR_IMAGE_DIR --target-scale S (SR Y-PSNR), or use --target-sqnr DB",
+            )
+        if self.sr_scale is not None and (self.data is None or self.sr_scale < 1):
+            raise InputError("--target-scale needs --target-data (a folder of HR images)",
+                             "add --target-data HR_IMAGE_DIR")
+        if self.num_samples < 1 or self.crop < 1:
+            raise ValueError("num_samples and crop must be positive")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The feeds a target is measured on, the task metric (or None) and a one-line description."""
+
+    batches: list[dict[str, np.ndarray]]
+    evaluator: Evaluator | None
+    description: str
+
+
+def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str], specs: Any) -> HeldOut:
+    """Build the held-out feeds of ``config`` (``calib`` is the calibration ``DataConfig``)."""
+    from qdeploy.calib.data import DataConfig, iter_samples
+
+    if config.sr_scale is not None:
+        from qdeploy.sr.heldout import image_files, psnr_evaluator, sr_crops
+
+        gain = 255.0 if calib.value_range == "0-255" else 1.0
+        lr, hr = sr_crops(image_files(config.data), config.num_samples, config.crop, config.sr_scale, gain,
+                          config.seed)
+        batches = [{input_names[0]: lr[i:i + 1]} for i in range(len(lr))]
+        return HeldOut(batches, psnr_evaluator(hr, config.sr_scale, gain),
+                       f"Y-PSNR on {len(lr)} held-out {config.crop}px crops of {config.data}")
+    source = config.data or calib.source
+    images = Path(source).is_dir() and not any(p.suffix in (".npy", ".npz") for p in Path(source).iterdir())
+    data = DataConfig(source=source, value_range=calib.value_range, color=calib.color,
+                      crop=config.crop if images else None, num_samples=config.num_samples, seed=config.seed,
+                      layout=calib.layout)
+    batches = list(iter_samples(data, specs))
+    where = f"held-out inputs {source}" if config.data else f"the calibration inputs {source} (not held out)"
+    return HeldOut(batches, None, f"output SQNR on {len(batches)} samples of {where}")
+
+
+def meet_target(
+    float_model: ir.Model,
+    qdq_model: ir.Model,
+    ranges: Mapping[str, Any],
+    raise_ranges: Mapping[str, Any],
+    heldout: HeldOut,
+    target: PrecisionTarget,
+    fusion_target: str,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[SensitivityResult, PrecisionPlan]:
+    """Rank the tensors of ``qdq_model`` on ``heldout``, then search the precision map meeting ``target``.
+
+    ``ranges`` are the low-bit calibration ranges (drawn in the report); ``raise_ranges`` the bounds a
+    raised tensor is re-quantized with (calibrated on its new grid). Returns the analysis (for a report)
+    and the plan, whose ``model`` is the repaired QDQ model.
+    """
+    config = AnalyzeConfig(threads=threads or 1)
+    analysis = analyze_sensitivity(float_model, qdq_model, heldout.batches, heldout.evaluator, dict(ranges),
+                                   config, progress=progress)
+    plan = search_precision(float_model, qdq_model, heldout.batches, target, heldout.evaluator, raise_ranges,
+                            analysis, config, fusion_target)
+    return analysis, plan
+
+
+def plan_record(plan: PrecisionPlan, heldout: HeldOut) -> dict[str, Any]:
+    """What the cache keeps about a search: the target, where it was measured, what was reached."""
+    record = dataclasses.asdict(plan.target) | {"text": str(plan.target), "met": plan.met,
+                                                "measured_on": heldout.description, "sqnr_db": plan.sqnr_db}
+    if plan.score is not None and plan.float_score is not None:
+        record |= {"score": plan.score, "float_score": plan.float_score, "loss_db": plan.float_score - plan.score}
+    return record | {"counts": dict(plan.counts), "size_bytes": plan.size_bytes,
+                     "base_size_bytes": plan.base_size_bytes, "float_size_bytes": plan.float_size_bytes}
