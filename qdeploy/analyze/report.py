@@ -42,22 +42,30 @@ _DPI = 100
 _SLOT_IN = 0.09  # inches of figure width per bar: >= 9 px, so neighbouring bars stay apart at 100 dpi
 _INF_HEADROOM_DB = 10.0
 _HIST_TOP = 4
+_NAMED_BARS = 40  # up to this many bars carry their tensor names
 
 
 def _graph_order(result: SensitivityResult) -> list[TensorSensitivity]:
     return sorted(result.tensors, key=lambda t: t.index)
 
 
-def _bar_figure(values: list[float], kinds: list[str], ylabel: str, title: str) -> Figure:
+def _bar_figure(values: list[float], kinds: list[str], ylabel: str, title: str,
+                names: list[str] | None = None) -> Figure:
+    """Bars at x = 1..n, the table's ``#`` column; with few tensors their names are the tick labels."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     n = len(values)
-    fig = Figure(figsize=(max(6.0, 1.5 + _SLOT_IN * n), 3.6), dpi=_DPI, layout="constrained")
+    named = names is not None and n <= _NAMED_BARS
+    fig = Figure(figsize=(max(6.0, 1.5 + _SLOT_IN * n), 4.6 if named else 3.6), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
-    ax.bar(range(n), values, width=0.7, color=[KIND_COLORS[k] for k in kinds], antialiased=False)
-    ax.set_xlim(-0.8, n - 0.2)
-    ax.set_xlabel("quantized tensor (graph order; names in the table)")
+    ax.bar(range(1, n + 1), values, width=0.7, color=[KIND_COLORS[k] for k in kinds], antialiased=False)
+    ax.set_xlim(0.2, n + 0.8)
+    if named:
+        ax.set_xticks(range(1, n + 1), names, rotation=90, fontsize=7)
+        ax.set_xlabel("quantized tensor (graph order)")
+    else:
+        ax.set_xlabel("quantized tensor # (graph order: the # column of the tables)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
@@ -78,6 +86,7 @@ def sqnr_figure(result: SensitivityResult) -> Figure:
         [t.kind for t in tensors],
         "SQNR vs float tensor (dB)",
         "Per-tensor error (lower bar = more error)",
+        [t.name for t in tensors],
     )
 
 
@@ -90,6 +99,7 @@ def contribution_figure(result: SensitivityResult) -> Figure:
         [t.kind for t in tensors],
         label,
         "Output sensitivity (higher bar = hurts the output more)",
+        [t.name for t in tensors],
     )
 
 
@@ -154,6 +164,10 @@ def search_figure(plan: PrecisionPlan) -> Figure:
     )
     if plan.target.kind == "sqnr":
         ax.axhline(plan.target.value, color="#555", linestyle=":", label="target")
+    elif plan.float_score is not None:
+        ax.axhline(plan.float_score, color="#1f77b4", linestyle="--", linewidth=1, label="float model")
+        ax.axhline(plan.float_score - plan.target.value, color="#555", linestyle=":",
+                   label=f"target (float - {plan.target.value:g})")
     ax.set_xlabel("weight size, packed (KiB)")
     ax.set_ylabel("task score" if use_score else "output SQNR vs float (dB)")
     ax.set_title("Candidates tried (green: meets the target; label = step:tensors raised)", fontsize=9)
@@ -178,6 +192,7 @@ def _fmt(value: Any) -> str:
 
 _COLUMNS = (
     "rank",
+    "#",
     "tensor",
     "kind",
     "bits",
@@ -194,6 +209,7 @@ def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
     return [
         [
             str(t.rank),
+            str(t.index + 1),
             t.name,
             t.kind,
             f"int{t.bits}",
@@ -224,11 +240,16 @@ def _summary_lines(result: SensitivityResult, plan: PrecisionPlan | None) -> lis
     if plan is not None:
         lines.append(
             f"precision search ({plan.target}): {'met' if plan.met else 'NOT met'}, output SQNR "
-            f"{_fmt(plan.sqnr_db)} dB, {plan.counts}, weights {plan.size_bytes / 1024:.1f} KiB "
+            f"{_fmt(plan.sqnr_db)} dB, {_counts(plan.counts)}, weights {plan.size_bytes / 1024:.1f} KiB "
             f"(lowest {plan.base_size_bytes / 1024:.1f}, float {plan.float_size_bytes / 1024:.1f}); "
             f"{plan.speed.get('line', '')}"
         )
     return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``{"int8": 13, "int4": 2}`` -> ``"13 int8, 2 int4"`` (largest first)."""
+    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def render_markdown(
@@ -252,20 +273,29 @@ def render_markdown(
     for key, file in (images or {}).items():
         out += ["", f"![{key}]({file})"]
     if plan is not None:
-        out += ["", "## Precision map", "", "| tensor | precision |", "|---|---|"]
-        out += [f"| {name} | {label} |" for name, label in plan.precision_map.items()]
+        out += ["", "## Precision map", "", "| # | tensor | precision |", "|---|---|---|"]
+        out += [f"| {i + 1} | {name} | {label} |" for i, (name, label) in enumerate(plan.precision_map.items())]
     return "\n".join(out) + "\n"
 
 
 def _html_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=t' if i in (1, 2) else ''}>{html.escape(c)}</td>" for i, c in enumerate(row))
-        + "</tr>"
-        for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td{_align(c)}>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _align(cell: str) -> str:
+    """Text cells left-aligned (class ``t``), numbers right-aligned (the style's default)."""
+    numeric = cell in ("-", "nan", "inf") or cell.lstrip("+-")[:1].isdigit()
+    return "" if numeric else " class=t"
+
+
+# Wide tables scroll on screen and shrink on paper (checked by rendering the page: see qdeploy.evaluate.render).
+_PRINT_STYLE = (
+    ".wrap{overflow-x:auto}"
+    "@page{size:A4 landscape;margin:10mm}"
+    "@media print{body{margin:0;font-size:11px}table{font-size:9px}th,td{padding:2px 4px}}"
+)
 
 
 def render_html(
@@ -289,8 +319,9 @@ def render_html(
         )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>qdeploy analyze</title>'
-        f"<style>{_STYLE}</style></head><body><h1>qdeploy analyze</h1><ul class=notes>{summary}</ul>"
-        f"<h2>Most harmful tensors</h2>{_html_table(_COLUMNS, _rows(result, top))}{figures}{pmap}"
+        f"<style>{_STYLE}{_PRINT_STYLE}</style></head><body><h1>qdeploy analyze</h1><ul class=notes>{summary}</ul>"
+        f"<h2>Most harmful tensors</h2><div class=wrap>{_html_table(_COLUMNS, _rows(result, top))}</div>"
+        f"{figures}{pmap}"
         "</body></html>\n"
     )
 
