@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from qdeploy.analyze.segments import PrefixRunner
 from qdeploy.analyze.switch import MASK_INPUT, SwitchGraph, build_switch_graph
 from qdeploy.errors import InputError
 from qdeploy.graph.qdq_inventory import FloatLookup, QuantizedTensor, dequantized
@@ -70,12 +71,17 @@ class AnalyzeConfig:
         graph_optimization: ORT level for the sweep; "basic" or "disable" keep plain Q/DQ math.
         histogram_values: float values kept per tensor and sample for the histograms.
         seed: seed of that subsample.
+        reuse_prefix: start each sweep run at the last cut before its tensor, on cached prefix values
+            (:mod:`qdeploy.analyze.segments`; same results, about half the work on deep models).
+        max_cache_mb: memory budget of those cached values (above it: full runs).
     """
 
     threads: int | None = 1
     graph_optimization: str = "basic"
     histogram_values: int = 4096
     seed: int = 0
+    reuse_prefix: bool = True
+    max_cache_mb: int = 1024
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in ("basic", "disable"):
@@ -344,7 +350,9 @@ def analyze_sensitivity(
         if t.kind == "weight":
             stats[t.name] = _weight_stats(t, floats, config.histogram_values * len(batches), rng)
     measured = time.perf_counter()
-    sweep = _Sweep(switch, _open(switch.model, config), batches, float_outputs, evaluator, progress)
+    runner = PrefixRunner(switch, batches, lambda m: _open(m, config), max_cuts=32 if config.reuse_prefix else 0,
+                          max_cache_bytes=config.max_cache_mb << 20)
+    sweep = _Sweep(switch, runner, batches, float_outputs, evaluator, progress)
     result = sweep.run()
     done = time.perf_counter()
     runs = (2 * len(switch.tensors) + 2) * len(batches)
@@ -355,49 +363,60 @@ def analyze_sensitivity(
         "total_s": done - start,
         "sweep_runs": float(runs),
         "ms_per_run": 1e3 * (done - measured) / runs,
+        "prefix_cuts": float(len(runner.cuts)),
+        "prefix_cache_mb": runner.cache_bytes / 2**20,
     }
     return _assemble(switch, stats, result, ranges or {}, timings, len(batches))
 
 
 class _Sweep:
-    """(b) and (c): 2N + 2 mask configurations through one session."""
+    """(b) and (c): 2N + 2 mask configurations, each run from the last cut before its tensor."""
 
     def __init__(
         self,
         switch: SwitchGraph,
-        session: Any,
+        runner: PrefixRunner,
         batches: Sequence[dict[str, np.ndarray]],
         float_outputs: list[dict[str, np.ndarray]],
         evaluator: Evaluator | None,
         progress: Callable[[int, int], None] | None,
     ) -> None:
-        self.switch, self.session, self.batches = switch, session, batches
+        self.switch, self.runner, self.batches = switch, runner, batches
         self.float_outputs, self.evaluator, self.progress = float_outputs, evaluator, progress
-        self.out_names = list(float_outputs[0])
         self.done = 0
         self.total = (2 * len(switch.tensors) + 2) * len(batches)
 
-    def measure(self, mask: np.ndarray) -> tuple[float, float | None]:
-        """(output SQNR vs float, evaluator score or None) of one mask over all samples."""
-        outputs = []
-        for feeds in self.batches:
-            outputs.append(self.session.run({**feeds, MASK_INPUT: mask}, self.out_names))
-            self.done += 1
-            if self.progress:
-                self.progress(self.done, self.total)
+    def _tick(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def _score(self, outputs: list[dict[str, np.ndarray]]) -> tuple[float, float | None]:
         score = None if self.evaluator is None else float(self.evaluator(outputs))
         return output_sqnr(self.float_outputs, outputs), score
 
+    def baseline(self, on: bool) -> tuple[float, float | None]:
+        """All tensors ``on`` (quantized) or off: full runs that also fill the prefix cache."""
+        outputs = self.runner.fill(on)
+        self._tick(len(self.batches))
+        return self._score(outputs)
+
+    def measure(self, i: int, on: bool) -> tuple[float, float | None]:
+        """Mask all ``on`` except tensor ``i``, over all samples."""
+        mask = self.switch.mask(on, i)
+        outputs = []
+        for b in range(len(self.batches)):
+            outputs.append(self.runner.run(mask, i, on, b))
+            self._tick()
+        return self._score(outputs)
+
     def run(self) -> dict[str, Any]:
         """Baselines and per-tensor (b)/(c) values."""
-        sw = self.switch
-        result: dict[str, Any] = {
-            "all_on": self.measure(sw.mask(True)),
-            "all_off": self.measure(sw.mask(False)),
-        }
+        n = len(self.switch.tensors)
+        result: dict[str, Any] = {"all_on": self.baseline(True), "all_off": self.baseline(False)}
         result["float_score"] = None if self.evaluator is None else float(self.evaluator(self.float_outputs))
-        result["only_q"] = [self.measure(sw.mask(False, i)) for i in range(len(sw.tensors))]
-        result["only_f"] = [self.measure(sw.mask(True, i)) for i in range(len(sw.tensors))]
+        result["only_q"] = [self.measure(i, False) for i in range(n)]
+        result["only_f"] = [self.measure(i, True) for i in range(n)]
         return result
 
 

@@ -104,3 +104,30 @@ def test_errors_name_the_fix(float_model, w8a8) -> None:
         analyze_sensitivity(float_model, w8a8[0], [])
     with pytest.raises(InputError, match="no quantized tensors"):
         analyze_sensitivity(float_model, float_model, [{"x": np.zeros((1, 3, 12, 12), np.float32)}])
+
+
+#: Prefix reuse runs the same graph on the same values: equal up to float summation order (dB).
+PREFIX_REUSE_ATOL_DB = 1e-6
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_prefix_reuse_gives_the_full_run_results(float_model, w4a4, w8a8, heldout, bits) -> None:
+    qdq_model, _ = w4a4 if bits == 4 else w8a8
+    fast = analyze_sensitivity(float_model, qdq_model, heldout, config=AnalyzeConfig(reuse_prefix=True))
+    full = analyze_sensitivity(float_model, qdq_model, heldout, config=AnalyzeConfig(reuse_prefix=False))
+    assert fast.timings["prefix_cuts"] >= 3 and full.timings["prefix_cuts"] == 0
+    by_name = {t.name: t for t in full.tensors}
+    for t in fast.tensors:
+        ref = by_name[t.name]
+        for field in ("only_quantized_sqnr_db", "only_float_sqnr_db"):
+            a, b = getattr(t, field), getattr(ref, field)
+            assert a == b or abs(a - b) <= PREFIX_REUSE_ATOL_DB, (t.name, field, a, b)
+    assert [t.name for t in fast.tensors] == [t.name for t in full.tensors]
+
+
+def test_prefix_cache_budget_drops_cuts_not_results(float_model, w4a4, heldout) -> None:
+    qdq_model, _ = w4a4
+    tight = analyze_sensitivity(float_model, qdq_model, heldout, config=AnalyzeConfig(max_cache_mb=0))
+    full = analyze_sensitivity(float_model, qdq_model, heldout, config=AnalyzeConfig(reuse_prefix=False))
+    assert tight.timings["prefix_cache_mb"] == 0  # only cuts crossed by model inputs alone may stay
+    assert [t.only_float_sqnr_db for t in tight.tensors] == [t.only_float_sqnr_db for t in full.tensors]
