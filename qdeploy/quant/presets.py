@@ -90,12 +90,14 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
     u8s8 on the tiny net (0.54-0.74 vs 0.38 ms), but only ~7% on ABPN 1x3x96x96, 1 thread (median 14.7 vs
     13.7 ms; float 14.1 ms on the same shared 2-core machine), a price paid for not corrupting the output.
 
-    Opt-in speed options (``get_preset("ort-cpu-int8", full_integer=True, ...)``; measured on ABPN x3 at
-    1x3x360x640, 2 threads, benchmarks/results/abpn_speed_notes.md): ``full_integer`` keeps the anchor,
-    residual Add, DepthToSpace and Clip in uint8 (INT8/FP32 0.99 -> 0.90, accuracy unchanged);
-    with int8 weights, ``avoid_pair_saturation`` makes the faster u8s8 kernels exact on AVX2 (0.80,
-    Set5 -0.028 dB vs -0.009 dB for u8u8). ``full_integer`` is on by default (it only rewrites the
-    pattern it recognises and leaves other graphs alone); ``avoid_pair_saturation`` stays opt-in.
+    Opt-in speed options (``get_preset("ort-cpu-int8", full_integer=True, ...)``; ABPN x3 at 1x3x360x640,
+    2 threads, benchmarks/results/abpn_speed_notes.md): ``full_integer`` keeps the anchor, residual Add,
+    DepthToSpace and Clip in uint8; with int8 weights, ``avoid_pair_saturation`` makes the u8s8 kernels
+    exact on AVX2 (Set5 -0.028 dB vs -0.009 dB for u8u8). Their speed-ups (INT8/FP32 0.99 -> 0.90, and
+    0.80) were measured while another job held the second core; on the idle machine the default INT8
+    graph ran at 0.93-1.05 of float time, so no reliable CPU speed-up is claimed on AVX2 without VNNI.
+    ``full_integer`` is on by default (it only rewrites the pattern it recognises and leaves other graphs
+    alone); ``avoid_pair_saturation`` stays opt-in.
     """
     has_vnni = cpu_has_vnni() if vnni is None else vnni
     common = dict(  # noqa: C408 (keyword form reads like the QuantConfig call it feeds)
