@@ -69,7 +69,7 @@ def _target(sqnr: str | None, loss: str | None, data: Path | None, scale: int | 
     from qdeploy.errors import InputError
 
     if sqnr is None and loss is None:
-        if data is not None or scale is not None:
+        if data is not None or scale is not None:  # (--holdout alone is fine: it still splits the data)
             raise InputError("--target-data / --target-scale only matter with a target",
                              "add --target-sqnr DB or --target-loss DB")
         return None
@@ -126,10 +126,11 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
                    "until the target is met; the precision map goes into the cache.")
 @click.option("--target-loss", default=None, metavar="DB",
               help="Accuracy target on the task metric, e.g. 0.05dB: SR Y-PSNR loss on held-out images "
-                   "(needs --target-data HR_DIR and --target-scale S).")
+                   "(needs --target-scale S, and --target-data HR_DIR or --holdout F).")
 @click.option("--target-data", type=click.Path(path_type=Path), default=None,
               help="Held-out data for the target (never the calibration set): HR images with --target-scale, "
-                   "else model inputs like --data. Default for --target-sqnr: the calibration inputs.")
+                   "else model inputs like --data. Default: the --holdout part of --data (without a holdout, "
+                   "--target-sqnr falls back to the calibration inputs and says so).")
 @click.option("--target-scale", type=click.IntRange(min=1), default=None,
               help="SR scale: --target-data holds HR images; LR crops are made by MATLAB bicubic.")
 @click.option("--target-samples", type=click.IntRange(min=1), default=16, show_default=True,
@@ -148,6 +149,9 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True,
               help="Channels fed to the model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--holdout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Keep this fraction of the --data files out of calibration (by a hash of the file name, so "
+                   "stable) and measure --target-sqnr/--target-loss on them when --target-data is not given.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Calibration batch size (results do not depend on it).")
 @click.option("--op-types", default=None,
@@ -165,7 +169,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
                   dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
                   target_data: Path | None, target_scale: int | None, target_samples: int, target_crop: int,
                   report_dir: Path | None, output: Path, num_samples: int | None, crop: int | None,
-                  value_range: str, color: str, seed: int,
+                  value_range: str, color: str, seed: int, holdout: float,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
     """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
@@ -195,7 +199,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
     data_cfg = None
     if data is not None:
         data_cfg = DataConfig(source=data, value_range=value_range, color=color, crop=crop,
-                              num_samples=num_samples, seed=seed)
+                              num_samples=num_samples, seed=seed, holdout=holdout)
     config = CalibrateConfig(model=model, output=output, data=data_cfg, method=method,
                              method_options=_kv(method_option), preset=preset,
                              preset_options={**_preset_options(op_types, include, exclude),

@@ -37,8 +37,9 @@ class TargetConfig:
     Attributes:
         target: output SQNR vs float (``kind="sqnr"``) or task-score loss (``kind="loss"``, dB of PSNR).
         data: held-out inputs. With ``sr_scale``: a folder of HR images (LR crops are made from them by
-            MATLAB bicubic). Without: model inputs read like calibration data. None: the calibration
-            inputs themselves (SQNR targets only; optimistic, reported as such).
+            MATLAB bicubic). Without: model inputs read like calibration data. None: the ``--holdout``
+            part of the calibration data, or without a holdout the calibration inputs themselves (SQNR
+            targets only; optimistic, reported as such).
         sr_scale: SR upscaling factor; turns on the Y-PSNR task metric (required by ``kind="loss"``).
         num_samples: held-out samples (each candidate map runs all of them).
         crop: LR crop size (pixels) of the held-out samples.
@@ -53,14 +54,13 @@ class TargetConfig:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        if self.target.kind == "loss" and (self.sr_scale is None or self.data is None):
+        if self.target.kind == "loss" and self.sr_scale is None:
             raise InputError(
-                "--target-loss needs a task metric on held-out images",
-                "add --target-data HR_IMAGE_DIR --target-scale S (SR Y-PSNR), or use --target-sqnr DB",
+                "--target-loss needs a task metric: SR Y-PSNR on held-out images",
+                "add --target-scale S (with --target-data HR_IMAGE_DIR or --holdout F), or use --target-sqnr DB",
             )
-        if self.sr_scale is not None and (self.data is None or self.sr_scale < 1):
-            raise InputError("--target-scale needs --target-data (a folder of HR images)",
-                             "add --target-data HR_IMAGE_DIR")
+        if self.sr_scale is not None and self.sr_scale < 1:
+            raise ValueError(f"sr_scale must be >= 1, got {self.sr_scale}")
         if self.num_samples < 1 or self.crop < 1:
             raise ValueError("num_samples and crop must be positive")
 
@@ -78,23 +78,41 @@ def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str],
     """Build the held-out feeds of ``config`` (``calib`` is the calibration ``DataConfig``)."""
     from qdeploy.calib.data import DataConfig, iter_samples
 
+    split = config.data is None and calib.holdout > 0  # the held-out part of the calibration folder
     if config.sr_scale is not None:
-        from qdeploy.sr.heldout import image_files, psnr_evaluator, sr_crops
-
-        gain = 255.0 if calib.value_range == "0-255" else 1.0
-        lr, hr = sr_crops(image_files(config.data), config.num_samples, config.crop, config.sr_scale, gain,
-                          config.seed)
-        batches = [{input_names[0]: lr[i:i + 1]} for i in range(len(lr))]
-        return HeldOut(batches, psnr_evaluator(hr, config.sr_scale, gain),
-                       f"Y-PSNR on {len(lr)} held-out {config.crop}px crops of {config.data}")
+        return _sr_heldout(config, calib, input_names, split)
     source = config.data or calib.source
     images = Path(source).is_dir() and not any(p.suffix in (".npy", ".npz") for p in Path(source).iterdir())
     data = DataConfig(source=source, value_range=calib.value_range, color=calib.color,
                       crop=config.crop if images else None, num_samples=config.num_samples, seed=config.seed,
-                      layout=calib.layout)
+                      layout=calib.layout, holdout=calib.holdout if split else 0.0, part="heldout")
     batches = list(iter_samples(data, specs))
-    where = f"held-out inputs {source}" if config.data else f"the calibration inputs {source} (not held out)"
+    where = (f"held-out inputs {source}" if config.data else
+             f"the --holdout part of {source}" if split else f"the calibration inputs {source} (not held out)")
     return HeldOut(batches, None, f"output SQNR on {len(batches)} samples of {where}")
+
+
+def _sr_heldout(config: TargetConfig, calib: Any, input_names: Sequence[str], split: bool) -> HeldOut:
+    """LR/HR crop pairs of held-out HR images and the Y-PSNR metric on them."""
+    from qdeploy.calib.data import IMAGE_SUFFIXES, is_heldout
+    from qdeploy.sr.heldout import image_files, psnr_evaluator, sr_crops
+
+    if config.data is not None:
+        files, where = image_files(config.data), str(config.data)
+    elif split and Path(calib.source).is_dir():
+        files = [p for p in sorted(Path(calib.source).iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and is_heldout(p.name, calib.holdout)]
+        where = f"the --holdout part of {calib.source}"
+    else:
+        raise InputError("an SR task target needs held-out HR images",
+                         "add --target-data HR_IMAGE_DIR, or --holdout 0.25 to split the --data image folder")
+    if not files:
+        raise InputError(f"no held-out images in {where}", "use more images or a larger --holdout")
+    gain = 255.0 if calib.value_range == "0-255" else 1.0
+    lr, hr = sr_crops(files, config.num_samples, config.crop, config.sr_scale, gain, config.seed)
+    batches = [{input_names[0]: lr[i:i + 1]} for i in range(len(lr))]
+    return HeldOut(batches, psnr_evaluator(hr, config.sr_scale, gain),
+                   f"Y-PSNR on {len(lr)} {config.crop}px crops of {len(files)} held-out images ({where})")
 
 
 def meet_target(

@@ -59,6 +59,9 @@ class DataConfig:
         num_samples: how many samples to use (seeded choice); ``None`` or more than available = all.
         seed: seed for the sample choice and crop positions.
         layout: ``"nchw"`` or ``"nhwc"`` for image inputs.
+        holdout: fraction of the samples kept out of calibration (chosen by a hash of the file name, or
+            of the sample index for arrays: stable when files are added); ``part`` says which side
+            this config reads: ``"calibration"`` (the rest) or ``"heldout"`` (for accuracy targets).
     """
 
     source: Path
@@ -68,6 +71,8 @@ class DataConfig:
     num_samples: int | None = None
     seed: int = 0
     layout: str = "nchw"
+    holdout: float = 0.0
+    part: str = "calibration"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))
@@ -81,6 +86,10 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout!r}")
+        if self.part not in ("calibration", "heldout"):
+            raise ValueError(f"part must be 'calibration' or 'heldout', got {self.part!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -137,12 +146,34 @@ def _plan(config: DataConfig, inputs: list[TensorSpec]) -> _Plan:
     total = sum(per_file)
     if total == 0:
         raise InputError(f"calibration data {config.source} holds no samples", "add samples (axis 0, N >= 1)")
-    if config.num_samples is None or config.num_samples >= total:
-        selected = tuple(range(total))
+    pool = _split(config, kind, files, total)
+    if config.num_samples is None or config.num_samples >= len(pool):
+        selected = tuple(pool)
     else:
         rng = np.random.default_rng(config.seed)
-        selected = tuple(int(i) for i in np.sort(rng.choice(total, size=config.num_samples, replace=False)))
+        selected = tuple(pool[int(i)] for i in np.sort(rng.choice(len(pool), size=config.num_samples, replace=False)))
     return _Plan(kind, tuple(files), per_file, selected)
+
+
+def is_heldout(key: str, holdout: float) -> bool:
+    """Whether the sample keyed ``key`` (a file name, or ``"#<index>"``) belongs to the held-out part.
+
+    A hash of the key, not a seeded shuffle: a file stays on its side when others are added or removed.
+    """
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < holdout
+
+
+def _split(config: DataConfig, kind: str, files: list[Path], total: int) -> list[int]:
+    """Global sample indices of ``config.part`` (all of them without a holdout)."""
+    if not config.holdout:
+        return list(range(total))
+    keys = [p.name for p in files] if kind == "images" else [f"#{i}" for i in range(total)]
+    want = config.part == "heldout"
+    pool = [i for i, key in enumerate(keys) if is_heldout(key, config.holdout) == want]
+    if not pool:
+        raise InputError(f"--holdout {config.holdout:g} leaves no {config.part} samples in {config.source}",
+                         "use more samples or another --holdout fraction")
+    return pool
 
 
 def count_samples(config: DataConfig, inputs: list[TensorSpec]) -> int:
@@ -180,6 +211,7 @@ def data_fingerprint(config: DataConfig, inputs: list[TensorSpec]) -> str:
     options = {
         "value_range": config.value_range, "color": config.color, "crop": config.crop,
         "num_samples": config.num_samples, "seed": config.seed, "layout": config.layout,
+        **({"holdout": config.holdout, "part": config.part} if config.holdout else {}),
         "inputs": [[s.name, [str(d) for d in s.shape], s.dtype] for s in inputs],
     }  # fmt: skip
     h.update(json.dumps(options, sort_keys=True).encode())

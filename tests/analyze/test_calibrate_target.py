@@ -88,44 +88,56 @@ def test_hand_edited_map_all_int8_matches_uniform_w8a8(tmp_path: Path, files: di
     assert sqnr > 80, sqnr  # same grid, same bounds, same weights (measured: bit-identical)
 
 
-def test_target_loss_on_sr_crops(tmp_path: Path) -> None:
-    """ABPN x3 at W4A4 repaired to a 0.1 dB Y-PSNR budget on held-out procedural HR images."""
+@pytest.mark.parametrize("heldout", ["target-data", "holdout"])
+def test_target_loss_on_sr_crops(tmp_path: Path, heldout: str) -> None:
+    """ABPN x3 at W4A4 repaired to a 0.1 dB Y-PSNR budget on held-out procedural HR images: a separate
+    folder (--target-data) or the --holdout part of the calibration folder."""
     from PIL import Image
     from qdeploy_calib_data.demo import render_procedural
 
+    from qdeploy.calib.data import is_heldout
     from qdeploy.export import ExportConfig, export_model
     from qdeploy.sr.heldout import image_files, psnr_evaluator, sr_crops
 
     float_path = tmp_path / "abpn.onnx"
     export_model(ExportConfig(spec="abpn-x3", output=float_path, input_shapes=((1, 3, 32, 32),), dynamic_hw=True))
-    hr_dir = tmp_path / "held"
+    calib_dir, hr_dir = tmp_path / "calib", tmp_path / "held"
+    calib_dir.mkdir()
     hr_dir.mkdir()
     for i in range(3):
         Image.fromarray(render_procedural(300 + i, 192, 192)).save(hr_dir / f"h{i}.png")
-    calib_dir = tmp_path / "calib"
-    calib_dir.mkdir()
     for i in range(4):
         Image.fromarray(render_procedural(400 + i, 96, 96)).save(calib_dir / f"c{i}.png")
+    where = ["--target-data", str(hr_dir)]
+    if heldout == "holdout":
+        for i in range(3):  # the HR images join the calibration folder; the hash decides their side
+            Image.fromarray(render_procedural(300 + i, 192, 192)).save(calib_dir / f"h{i}.png")
+        where = ["--holdout", "0.5"]
     out = tmp_path / "mixed.onnx"
     doc = _calibrate(str(float_path), "--data", str(calib_dir), "--range", "0-255", "--bits", "W4A4",
-                     "--target-loss", "0.1dB", "--target-data", str(hr_dir), "--target-scale", "3",
-                     "--target-samples", "6", "--target-crop", "24", "-o", str(out))
+                     "--target-loss", "0.1dB", *where, "--target-scale", "3", "--target-samples", "6",
+                     "--target-crop", "24", "-o", str(out))
     plan = doc["plan"]
     assert plan["met"] and plan["float_score"] - plan["score"] <= 0.1
     # independent re-measurement of the written model on the same held-out crops
-    lr, hr = sr_crops(image_files(hr_dir), 6, 24, 3, 255.0, seed=1)
+    files = image_files(hr_dir) if heldout == "target-data" else [
+        p for p in sorted(calib_dir.iterdir()) if is_heldout(p.name, 0.5)]
+    assert files
+    lr, hr = sr_crops(files, 6, 24, 3, 255.0, seed=1)
     evaluate = psnr_evaluator(hr, 3, 255.0)
     fm, qm = load_model(float_path), load_model(out)
     f_out = [run(fm, {"input": lr[i:i + 1]}, "all") for i in range(len(lr))]
     q_out = [run(qm, {"input": lr[i:i + 1]}) for i in range(len(lr))]
     assert evaluate(f_out) - evaluate(q_out) <= 0.1 + 1e-9
-    assert load_cache(out.with_name("mixed.calib.json")).extra["target"]["loss_db"] <= 0.1
+    record = load_cache(out.with_name("mixed.calib.json")).extra["target"]
+    assert record["loss_db"] <= 0.1 and ("holdout" in record["measured_on"]) == (heldout == "holdout")
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--target-loss", "0.05dB"], "--target-data"),
+        (["--target-loss", "0.05dB"], "--target-scale"),
+        (["--target-loss", "0.05dB", "--target-scale", "3"], "held-out HR images"),
         (["--target-sqnr", "30", "--target-loss", "0.1"], "one accuracy target"),
         (["--target-scale", "2"], "only matter with a target"),
         (["--target-sqnr", "thirty"], "not a number"),
@@ -138,3 +150,25 @@ def test_target_option_errors(tmp_path: Path, files: dict[str, Path], extra: lis
                                       "-o", str(out)])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not out.exists()
+
+
+def test_holdout_split_is_disjoint_stable_and_used_by_the_target(tmp_path: Path) -> None:
+    """--holdout: calibration and target samples never overlap; the split does not move when files are added."""
+    from PIL import Image
+    from qdeploy_calib_data.demo import render_procedural
+
+    from qdeploy.calib.data import DataConfig, is_heldout, iter_samples
+    from qdeploy.types import TensorSpec
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(render_procedural(500 + i, 40, 40)).save(folder / f"img{i:02d}.png")
+    spec = [TensorSpec("x", ("N", 3, "H", "W"), "float32")]
+    calib = [s["x"] for s in iter_samples(DataConfig(source=folder, holdout=0.3), spec)]
+    held = [s["x"] for s in iter_samples(DataConfig(source=folder, holdout=0.3, part="heldout"), spec)]
+    assert len(calib) + len(held) == 12 and held and calib
+    assert not any(np.array_equal(a, b) for a in calib for b in held)
+    before = {p.name for p in folder.iterdir() if is_heldout(p.name, 0.3)}
+    Image.fromarray(render_procedural(999, 40, 40)).save(folder / "zz_new.png")
+    assert before <= {p.name for p in folder.iterdir() if is_heldout(p.name, 0.3)}
