@@ -29,15 +29,16 @@ MODELS = {  # zoo name -> (scale, pixel gain, preset, preset options)
 HELD_OUT = 8  # last BSD200 images: the search's held-out split
 
 
-def calibrate(float_path: Path, npz: Path, out: Path, bits: int, model: str, method: str, target=None):
+def calibrate(float_path: Path, npz: Path, out: Path, bits: int, args: argparse.Namespace, target=None,
+              cache: Path | None = None):
     from qdeploy.calib.data import DataConfig
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
 
-    _, _, preset, opts = MODELS[model]
+    _, _, preset, opts = MODELS[args.model]
     t = time.perf_counter()
     result = calibrate_model(CalibrateConfig(model=float_path, output=out, data=DataConfig(source=npz),
-                                             method=method, preset=preset, threads=2, target=target,
-                                             preset_options={**opts, "bits": bits}))
+                                             method=args.method, preset=preset, threads=args.threads, target=target,
+                                             preset_options={**opts, "bits": bits}, cache=cache))
     return result, time.perf_counter() - t
 
 
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--sets", default="Set5")
     ap.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/mixed_precision_abpn"))
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     sr = args.shared / "sr"
     if not (sr / "train").is_dir():
@@ -84,16 +86,20 @@ def run(args: argparse.Namespace, sr: Path) -> dict:
                                   dynamic_hw=True))
         npz = work / "calib.npz"
         np.savez(npz, input=calib_lr)
-        w8, w8_s = calibrate(float_path, npz, work / "w8a8.onnx", 8, args.model, args.method)
-        w4, w4_s = calibrate(float_path, npz, work / "w4a4.onnx", 4, args.model, args.method)
+        w8, w8_s = calibrate(float_path, npz, work / "w8a8.onnx", 8, args)
+        w4, w4_s = calibrate(float_path, npz, work / "w4a4.onnx", 4, args)
         target = TargetConfig(PrecisionTarget("loss", args.budget), held_dir, scale, args.heldout_crops, args.crop)
-        mixed, mixed_s = calibrate(float_path, npz, work / "mixed.onnx", 4, args.model, args.method, target)
+        # the W4A4 ranges are reused from its cache (same observer, same data): the search run adds only the
+        # 8-bit bounds for raised tensors, the sensitivity analysis and the search
+        mixed, mixed_s = calibrate(float_path, npz, work / "mixed.onnx", 4, args, target, cache=w4.cache)
+        mixed_s += w4_s
         plan, analysis = mixed.plan, mixed.analysis
         paths = [float_path, w8.output, w4.output, mixed.output]
         psnr = {}
         for ds in args.sets.split(","):
-            report = evaluate_sr(paths, SREvalConfig(dataset=sr / ds, scale=scale, value_range=int(gain), threads=2,
-                                                     graph_optimization="disable", max_images=args.max_images))
+            config = SREvalConfig(dataset=sr / ds, scale=scale, value_range=int(gain), threads=args.threads,
+                                  graph_optimization="basic", max_images=args.max_images)
+            report = evaluate_sr(paths, config)
             psnr[ds] = [row.psnr_y for row in report.models]
         sizes = [model_size_bytes(load_model(p)) for p in paths[:3]] + [plan.size_bytes]
         return {"model": args.model, "method": args.method, "budget_db": args.budget,
