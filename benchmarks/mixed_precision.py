@@ -34,9 +34,10 @@ def calibrate(float_path: Path, npz: Path, out: Path, bits: int, args: argparse.
     from qdeploy.calib.data import DataConfig
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
 
-    _, _, preset, opts = MODELS[args.model]
+    _, gain, preset, opts = MODELS[args.model]
+    data = DataConfig(source=npz, value_range="0-255" if gain == 255 else "0-1")  # the range the target reads
     t = time.perf_counter()
-    result = calibrate_model(CalibrateConfig(model=float_path, output=out, data=DataConfig(source=npz),
+    result = calibrate_model(CalibrateConfig(model=float_path, output=out, data=data,
                                              method=args.method, preset=preset, threads=args.threads, target=target,
                                              preset_options={**opts, "bits": bits}, cache=cache))
     return result, time.perf_counter() - t

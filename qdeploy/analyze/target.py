@@ -65,13 +65,24 @@ class TargetConfig:
             raise ValueError("num_samples and crop must be positive")
 
 
+#: A float SR model scoring this far below bicubic on the held-out crops is being fed the wrong range
+#: (measured: ABPN x3 fed 0..1 instead of 0..255 still scores 24.8 dB vs bicubic 25.7: its anchor path
+#: degrades to nearest-neighbour upscaling, so the margin must be small).
+SANITY_MARGIN_DB = 0.5
+
+
 @dataclass(frozen=True)
 class HeldOut:
-    """The feeds a target is measured on, the task metric (or None) and a one-line description."""
+    """The feeds a target is measured on, the task metric (or None) and a one-line description.
+
+    ``baseline``: the task score of a trivial method on the same samples (bicubic for SR), to catch
+    a float model that is fed the wrong pixel range before a search optimises garbage.
+    """
 
     batches: list[dict[str, np.ndarray]]
     evaluator: Evaluator | None
     description: str
+    baseline: float | None = None
 
 
 def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str], specs: Any) -> HeldOut:
@@ -108,11 +119,18 @@ def _sr_heldout(config: TargetConfig, calib: Any, input_names: Sequence[str], sp
                          "add --target-data HR_IMAGE_DIR, or --holdout 0.25 to split the --data image folder")
     if not files:
         raise InputError(f"no held-out images in {where}", "use more images or a larger --holdout")
+    from qdeploy.sr.imresize import imresize
+
     gain = 255.0 if calib.value_range == "0-255" else 1.0
     lr, hr = sr_crops(files, config.num_samples, config.crop, config.sr_scale, gain, config.seed)
     batches = [{input_names[0]: lr[i:i + 1]} for i in range(len(lr))]
-    return HeldOut(batches, psnr_evaluator(hr, config.sr_scale, gain),
-                   f"Y-PSNR on {len(lr)} {config.crop}px crops of {len(files)} held-out images ({where})")
+    evaluator = psnr_evaluator(hr, config.sr_scale, gain)
+    lr8 = np.round(lr * (255.0 / gain)).astype(np.uint8).transpose(0, 2, 3, 1)
+    bicubic = [{"sr": imresize(x, config.sr_scale).transpose(2, 0, 1)[None] * np.float32(gain / 255.0)}
+               for x in lr8]
+    return HeldOut(batches, evaluator,
+                   f"Y-PSNR on {len(lr)} {config.crop}px crops of {len(files)} held-out images ({where})",
+                   evaluator(bicubic))
 
 
 def meet_target(
@@ -135,6 +153,14 @@ def meet_target(
     config = AnalyzeConfig(threads=threads or 1)
     analysis = analyze_sensitivity(float_model, qdq_model, heldout.batches, heldout.evaluator, dict(ranges),
                                    config, progress=progress)
+    score = analysis.float_score
+    if heldout.baseline is not None and score is not None and score < heldout.baseline - SANITY_MARGIN_DB:
+        raise InputError(
+            f"the float model scores {score:.2f} dB on the held-out crops, bicubic {heldout.baseline:.2f} dB: "
+            "it is probably fed the wrong pixel range",
+            "pass --range 0-255 for models that take 0..255 pixels (0-1 otherwise); if the model really is "
+            "worse than bicubic, target --target-sqnr instead",
+        )
     plan = search_precision(float_model, qdq_model, heldout.batches, target, heldout.evaluator, raise_ranges,
                             analysis, config, fusion_target)
     return analysis, plan
