@@ -44,9 +44,10 @@ import numpy as np
 import onnx_ir as ir
 
 from qdeploy.analyze.segments import PrefixRunner
-from qdeploy.analyze.switch import MASK_INPUT, SwitchGraph, build_switch_graph
+from qdeploy.analyze.switch import SwitchGraph, build_switch_graph
+from qdeploy.analyze.tensor_stats import Stats, db, grid_limits, tensor_stats, weight_stats
 from qdeploy.errors import InputError
-from qdeploy.graph.qdq_inventory import FloatLookup, QuantizedTensor, dequantized
+from qdeploy.graph.qdq_inventory import FloatLookup
 
 __all__ = [
     "AnalyzeConfig",
@@ -192,120 +193,11 @@ def output_sqnr(ref: Sequence[dict[str, np.ndarray]], out: Sequence[dict[str, np
     return math.inf if noise == 0.0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
 
 
-class _Stats:
-    """Streaming (a) statistics of one tensor: power sums, clip count and a histogram subsample."""
-
-    def __init__(self) -> None:
-        self.signal = self.noise = self.local_signal = self.local_noise = 0.0
-        self.clipped = self.count = 0
-        self.values: list[np.ndarray] = []
-
-    def add(
-        self,
-        ref: np.ndarray | None,
-        src: np.ndarray,
-        dq: np.ndarray,
-        grid: tuple[float, float] | None,
-        keep: int,
-        rng: np.random.Generator,
-    ) -> None:
-        # float32 BLAS dots: these run on every exposed tensor (attention maps of millions of values), and
-        # a relative error ~1e-6 in a power sum is irrelevant at dB resolution
-        src, dq = np.ravel(src).astype(np.float32, copy=False), np.ravel(dq).astype(np.float32, copy=False)
-        diff = src - dq
-        self.local_signal += float(np.dot(src, src))
-        self.local_noise += float(np.dot(diff, diff))
-        if ref is not None:
-            ref = np.ravel(ref).astype(np.float32, copy=False)
-            diff = ref - dq
-            self.signal += float(np.dot(ref, ref))
-            self.noise += float(np.dot(diff, diff))
-        else:
-            self.signal, self.noise = math.nan, math.nan
-        if grid is not None:
-            self.clipped += int(np.count_nonzero((src < grid[0]) | (src > grid[1])))
-        self.count += src.size
-        values = ref if ref is not None else src
-        if keep and values.size > keep:
-            values = values[rng.integers(0, values.size, keep)]  # with replacement: O(keep), not O(size)
-        if keep:
-            self.values.append(values.astype(np.float32))
-
-
-def _db(signal: float, noise: float) -> float:
-    if math.isnan(noise):
-        return math.nan
-    return math.inf if noise == 0.0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
-
-
-def _grid(t: QuantizedTensor) -> tuple[float, float] | None:
-    """Float limits of an activation's grid: the grid Clip's bounds, else the storage dtype's."""
-    from qdeploy.graph.select import constant_array
-
-    if t.kind != "activation":
-        return None
-    if t.clips:
-        return float(constant_array(t.clips[0].inputs[1])), float(constant_array(t.clips[0].inputs[2]))
-    q = t.q_nodes[0]
-    scale, zp_arr = constant_array(q.inputs[1]), constant_array(q.inputs[2])
-    if scale is None or zp_arr is None or np.ndim(scale) != 0:
-        return None
-    info, zp = np.iinfo(zp_arr.dtype), int(zp_arr)
-    return float((info.min - zp) * scale), float((info.max - zp) * scale)
-
-
 def _open(model: ir.Model, config: AnalyzeConfig, level: str | None = None) -> Any:
     from qdeploy.backends import SessionOptions, get_backend
 
     options = SessionOptions(threads=config.threads, graph_optimization=level or config.graph_optimization)
     return get_backend("ort-cpu").open(model, options)
-
-
-def _tensor_stats(
-    float_model: ir.Model,
-    switch: SwitchGraph,
-    batches: Sequence[dict[str, np.ndarray]],
-    config: AnalyzeConfig,
-) -> tuple[dict[str, _Stats], list[dict[str, np.ndarray]]]:
-    """(a) for every activation: one float run and one all-quantized run per sample, everything exposed."""
-    from qdeploy.graph.passes import ExposeTensorsPass
-
-    acts = [t for t in switch.tensors if t.kind == "activation"]
-    float_names = {v.name for v in float_model.graph.inputs} | {
-        o.name for n in float_model.graph for o in n.outputs
-    }
-    ref_names = [t.name for t in acts if t.name in float_names]
-    out_names = [v.name for v in float_model.graph.outputs]
-    float_sess = _open(ExposeTensorsPass(ref_names)(float_model).model, config, "all")
-    exposed = [switch.source_names[t.name] for t in acts] + [switch.dequantized_names[t.name] for t in acts]
-    quant_sess = _open(ExposeTensorsPass(exposed)(switch.model).model, config)
-    stats = {t.name: _Stats() for t in acts}
-    grids = {t.name: _grid(t) for t in acts}
-    rng = np.random.default_rng(config.seed)
-    float_outputs = []
-    for feeds in batches:
-        ref = float_sess.run(feeds)
-        float_outputs.append({n: ref[n] for n in out_names})
-        got = quant_sess.run({**feeds, MASK_INPUT: switch.mask(True)})
-        for t in acts:
-            stats[t.name].add(
-                ref.get(t.name),
-                got[switch.source_names[t.name]],
-                got[switch.dequantized_names[t.name]],
-                grids[t.name],
-                config.histogram_values,
-                rng,
-            )
-        del ref, got
-    return stats, float_outputs
-
-
-def _weight_stats(t: QuantizedTensor, floats: FloatLookup, keep: int, rng: np.random.Generator) -> _Stats:
-    stats = _Stats()
-    dq = dequantized(t.dq_nodes[0])
-    w = floats.weight(t) if floats.model is not None else None
-    stats.add(w if w is not None else dq, w if w is not None else dq, dq, None, keep, rng)
-    return stats
 
 
 def analyze_sensitivity(
@@ -345,11 +237,12 @@ def analyze_sensitivity(
             "pass the QDQ model written by `qdeploy calibrate` as the second model",
         )
     built = time.perf_counter()
-    stats, float_outputs = _tensor_stats(float_model, switch, batches, config)
+    stats, float_outputs = tensor_stats(float_model, switch, batches, lambda m, level: _open(m, config, level),
+                                        config.histogram_values, config.seed)
     floats, rng = FloatLookup(float_model), np.random.default_rng(config.seed + 1)
     for t in switch.tensors:
         if t.kind == "weight":
-            stats[t.name] = _weight_stats(t, floats, config.histogram_values * len(batches), rng)
+            stats[t.name] = weight_stats(t, floats, config.histogram_values * len(batches), rng)
     measured = time.perf_counter()
     runner = PrefixRunner(switch, batches, lambda m: _open(m, config), max_cuts=32 if config.reuse_prefix else 0,
                           max_cache_bytes=config.max_cache_mb << 20)
@@ -438,7 +331,7 @@ def _contribution(
 
 def _assemble(
     switch: SwitchGraph,
-    stats: dict[str, _Stats],
+    stats: dict[str, Stats],
     sweep: dict[str, Any],
     ranges: dict[str, Any],
     timings: dict[str, float],
@@ -454,8 +347,8 @@ def _assemble(
                 t.kind,
                 t.bits,
                 t.consumers,
-                _db(s.signal, s.noise),
-                _db(s.local_signal, s.local_noise),
+                db(s.signal, s.noise),
+                db(s.local_signal, s.local_noise),
                 s.clipped / s.count if s.count else 0.0,
                 b[0],
                 c[0],
@@ -463,7 +356,7 @@ def _assemble(
                 index=i,
                 only_quantized_score=b[1],
                 only_float_score=c[1],
-                grid=_grid(t),
+                grid=grid_limits(t),
                 calib_range=None if r is None else (float(r.lo), float(r.hi)),
             )
         )
