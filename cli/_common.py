@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from qdeploy.artifacts import json_safe
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -95,21 +97,6 @@ def input_range_callback(ctx: click.Context, param: click.Parameter,
                          value: str | None) -> tuple[float, float] | None:
     """click callback for an ``--input-range LOW,HIGH`` option."""
     return None if value is None else parse_range(value)
-
-
-def json_safe(data: Any) -> Any:
-    """Recursively replace non-finite floats by the strings "inf", "-inf", "nan" (strict JSON has none).
-
-    Strings rather than null keep "identical outputs" (SQNR inf) apart from "not measured" (null), and
-    Python's ``float()`` reads them back. Tuples become lists; other values pass through.
-    """
-    if isinstance(data, float) and not math.isfinite(data):
-        return "nan" if math.isnan(data) else ("inf" if data > 0 else "-inf")
-    if isinstance(data, dict):
-        return {str(k): json_safe(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [json_safe(v) for v in data]
-    return data
 
 
 def print_json(data: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "file_sha256", "package_versions", "write_json", "write_manifest"]
+__all__ = ["atomic_path", "file_sha256", "json_safe", "package_versions", "write_json", "write_manifest"]
 
 
 @contextlib.contextmanager
@@ -86,3 +87,18 @@ def write_manifest(artifact: str | os.PathLike[str], info: dict[str, Any]) -> Pa
         **info,
     }
     return write_json(manifest_path, data)
+
+
+def json_safe(data: Any) -> Any:
+    """Recursively replace non-finite floats by the strings "inf", "-inf", "nan" (strict JSON has none).
+
+    Strings rather than null keep "identical outputs" (SQNR inf) apart from "not measured" (null), and
+    Python's ``float()`` reads them back. Tuples become lists; other values pass through.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return "nan" if math.isnan(data) else ("inf" if data > 0 else "-inf")
+    if isinstance(data, dict):
+        return {str(k): json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    return data

@@ -346,7 +346,7 @@ def write_analysis_report(
 
     Returns ``{file name: path}``. Everything is rendered before the first file is written.
     """
-    from qdeploy.artifacts import atomic_path, write_json
+    from qdeploy.artifacts import atomic_path, json_safe, write_json
 
     directory = Path(directory)
     pngs = _figures(result, plan)
@@ -365,16 +365,5 @@ def write_analysis_report(
         with atomic_path(directory / name) as tmp:
             tmp.write_text(text, encoding="utf-8")
         paths[name] = directory / name
-    paths["analysis.json"] = write_json(directory / "analysis.json", _json_safe(data))
+    paths["analysis.json"] = write_json(directory / "analysis.json", json_safe(data))
     return paths
-
-
-def _json_safe(data: Any) -> Any:
-    """Non-finite floats as strings (strict JSON), like the CLI's ``--json``."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return "nan" if math.isnan(data) else ("inf" if data > 0 else "-inf")
-    if isinstance(data, dict):
-        return {str(k): _json_safe(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [_json_safe(v) for v in data]
-    return data

@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from qdeploy.artifacts import json_safe
 from qdeploy.errors import InputError
 
 if TYPE_CHECKING:
@@ -44,17 +45,6 @@ HEADERS = ("model", "backend", "precision", "size", "p50 ms", "p90 ms", "p99 ms"
 SCHEMA_VERSION = 2
 _GPU_BACKENDS = ("ort-cuda", "tensorrt", "tensorrt-rtx")
 _WIDE_TABLE_MIN_WIDTH = 120  # below this many console columns, render_table transposes
-
-
-def json_safe(data: Any) -> Any:
-    """Recursively replace non-finite floats by "inf"/"-inf"/"nan" and tuples by lists (strict JSON)."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return "nan" if math.isnan(data) else ("inf" if data > 0 else "-inf")
-    if isinstance(data, dict):
-        return {str(k): json_safe(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [json_safe(v) for v in data]
-    return data
 
 
 def format_bytes(n: int | None) -> str:
