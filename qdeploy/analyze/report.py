@@ -135,12 +135,13 @@ def histogram_figure(result: SensitivityResult, name: str) -> Figure:
 
 
 def search_figure(plan: PrecisionPlan) -> Figure:
-    """Every candidate of the search: output accuracy (y) against packed weight size (x); the chosen one
-    is starred and the target drawn as a line when it is an SQNR target."""
+    """Every candidate of the search: output accuracy (y) against packed weight size (x), the chosen one
+    starred, the target (and for a task target the float score) drawn as lines; beside it each
+    candidate's predicted speed cost (layers on integer kernels per the fusion check) against size."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 4.0), dpi=_DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(10.5, 4.0), dpi=_DPI, layout="constrained")
+    ax, speed = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     use_score = plan.target.kind == "loss"
     ys = [(c["score"] if use_score else c["sqnr_db"]) for c in plan.candidates]
     ys = [min(y, 200.0) for y in ys]
@@ -173,7 +174,24 @@ def search_figure(plan: PrecisionPlan) -> Figure:
     ax.set_title("Candidates tried (green: meets the target; label = step:tensors raised)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _speed_panel(speed, plan, xs, colors)
     return fig
+
+
+def _speed_panel(ax: Any, plan: PrecisionPlan, xs: list[float], colors: list[str]) -> None:
+    """Predicted speed cost of each candidate: quantized layers the fusion check says run integer kernels."""
+    layers = [c.get("int8_layers") for c in plan.candidates]
+    if any(v is None for v in layers):
+        ax.set_axis_off()
+        return
+    ax.scatter(xs, layers, c=colors, s=30, zorder=3)
+    total = max((c.get("quantized_layers") or 0) for c in plan.candidates)
+    ax.axhline(total, color="#555", linestyle=":", label=f"all {total} quantized layers")
+    ax.set_xlabel("weight size, packed (KiB)")
+    ax.set_ylabel(f"layers on integer kernels ({plan.speed.get('target', 'target')})")
+    ax.set_title("Predicted speed: integer-kernel layers (fusion check)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _png(fig: Figure) -> bytes:

@@ -241,7 +241,7 @@ def search_precision(
     order = [name for name in analysis.ranking if name in base]
     ladder = _ladder([parse_precision(v) or 32 for v in base.values()])
     candidates: list[dict[str, Any]] = []
-    measure = _Measure(evaluate, target, candidates)
+    measure = _Measure(evaluate, target, candidates, fusion_target)
     current = dict(base)
     if not measure(ladder[0], 0, current):
         for level in ladder[1:]:
@@ -255,14 +255,22 @@ class _Measure:
     """``measure(stage, k, map) -> met``: evaluates one candidate and records it."""
 
     def __init__(
-        self, evaluate: _Evaluate, target: PrecisionTarget, candidates: list[dict[str, Any]]
+        self,
+        evaluate: _Evaluate,
+        target: PrecisionTarget,
+        candidates: list[dict[str, Any]],
+        fusion_target: str,
     ) -> None:
         self.evaluate, self.target, self.candidates = evaluate, target, candidates
+        self.fusion_target = fusion_target
 
     def __call__(self, stage: str, k: int, pmap: dict[str, str]) -> bool:
+        from qdeploy.trt.fusion import check_placement
+
         sqnr, score = self.evaluate(pmap)
         ok = self.target.met(sqnr, score, self.evaluate.float_score)
         size = model_size_bytes(self.evaluate.last)
+        placement = check_placement(self.evaluate.last, self.fusion_target)  # the predicted speed cost
         self.candidates.append(
             {
                 "stage": stage,
@@ -270,6 +278,8 @@ class _Measure:
                 "sqnr_db": sqnr,
                 "score": score,
                 "size_bytes": size,
+                "int8_layers": placement.int8,
+                "quantized_layers": placement.quantized,
                 "met": ok,
                 "map": dict(pmap),
             }
