@@ -112,3 +112,29 @@ def test_import_qdeploy_is_light() -> None:
     code = f"import sys, qdeploy; print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_module_imports_first() -> None:
+    """Each qdeploy module imports on its own (a fresh qdeploy each time): catches import cycles that only
+    bite when a user imports that module before the package that usually loads first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import qdeploy\n"
+        "names = [m.name for m in pkgutil.walk_packages(qdeploy.__path__, 'qdeploy.')]\n"
+        "bad = []\n"
+        "for name in names:\n"
+        "    for key in [k for k in sys.modules if k == 'qdeploy' or k.startswith('qdeploy.')]:\n"
+        "        del sys.modules[key]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as exc:\n"
+        "        bad.append(f'{name}: {exc}')\n"
+        "print(len(names)); print('\\n'.join(bad))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert int(result.stdout.split()[0]) > 40

@@ -15,7 +15,6 @@ import numpy as np
 import onnx_ir as ir
 
 from qdeploy.errors import InputError
-from qdeploy.graph.passes.cleanup import NameGraphPass
 from qdeploy.graph.select import bias_slot, constant_array, weight_slot
 
 __all__ = [
@@ -240,6 +239,8 @@ class FloatLookup:
         self.nodes: dict[str, ir.Node] = {}
         if model is not None:
             self.model = model.clone()
+            from qdeploy.graph.passes.cleanup import NameGraphPass  # lazy: the passes package imports this module
+
             NameGraphPass()(self.model)  # the names quantize() gave the nodes of its prepared copy
             self.nodes = {n.name: n for n in self.model.graph if n.name}
 
