@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=None, help="first N images of each test set")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/mixed_precision_abpn"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--low-bits", type=int, default=4, help="lowest bits the search starts from (W{b}A{b})")
     args = ap.parse_args()
     sr = args.shared / "sr"
     if not (sr / "train").is_dir():
@@ -63,7 +64,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, sr: Path) -> dict:
-    """Uniform W8A8 and W4A4, then ``calibrate --bits W4A4 --target-loss`` (the product path) at the budget."""
+    """Uniform W8A8, W4A4 (and W{low}A{low}), then ``calibrate --bits W{low}A{low} --target-loss`` (the product
+    path) at the budget."""
     from qdeploy.analyze.search import PrecisionTarget, model_size_bytes
     from qdeploy.analyze.target import TargetConfig
     from qdeploy.export import ExportConfig, export_model
@@ -89,23 +91,29 @@ def run(args: argparse.Namespace, sr: Path) -> dict:
         np.savez(npz, input=calib_lr)
         w8, w8_s = calibrate(float_path, npz, work / "w8a8.onnx", 8, args)
         w4, w4_s = calibrate(float_path, npz, work / "w4a4.onnx", 4, args)
+        low, low_s = (w4, w4_s) if args.low_bits == 4 else calibrate(
+            float_path, npz, work / f"w{args.low_bits}a{args.low_bits}.onnx", args.low_bits, args)
         target = TargetConfig(PrecisionTarget("loss", args.budget), held_dir, scale, args.heldout_crops, args.crop)
         # the W4A4 ranges are reused from its cache (same observer, same data): the search run adds only the
         # 8-bit bounds for raised tensors, the sensitivity analysis and the search
-        mixed, mixed_s = calibrate(float_path, npz, work / "mixed.onnx", 4, args, target, cache=w4.cache)
-        mixed_s += w4_s
+        mixed, mixed_s = calibrate(float_path, npz, work / "mixed.onnx", args.low_bits, args, target,
+                                   cache=low.cache)
+        mixed_s += low_s
         plan, analysis = mixed.plan, mixed.analysis
-        paths = [float_path, w8.output, w4.output, mixed.output]
+        paths = [float_path, w8.output, w4.output] + ([low.output] if low is not w4 else []) + [mixed.output]
         psnr = {}
         for ds in args.sets.split(","):
             config = SREvalConfig(dataset=sr / ds, scale=scale, value_range=int(gain), threads=args.threads,
                                   graph_optimization="basic", max_images=args.max_images)
             report = evaluate_sr(paths, config)
             psnr[ds] = [row.psnr_y for row in report.models]
-        sizes = [model_size_bytes(load_model(p)) for p in paths[:3]] + [plan.size_bytes]
+        sizes = [model_size_bytes(load_model(p)) for p in paths[:-1]] + [plan.size_bytes]
+        labels = ["float", "uniform W8A8", "uniform W4A4"] + (
+            [f"uniform W{args.low_bits}A{args.low_bits}"] if low is not w4 else [])
         return {"model": args.model, "method": args.method, "budget_db": args.budget,
-                "labels": ["float", "uniform W8A8", "uniform W4A4", f"mixed (≤{args.budget} dB held-out)"],
-                "psnr": psnr, "size_bytes": sizes, "calib_s": [0.0, w8_s, w4_s, mixed_s],
+                "labels": [*labels, f"mixed from W{args.low_bits}A{args.low_bits} (≤{args.budget} dB held-out)"],
+                "psnr": psnr, "size_bytes": sizes,
+                "calib_s": [0.0, w8_s, w4_s] + ([low_s] if low is not w4 else []) + [mixed_s],
                 "analysis_s": analysis.timings.get("total_s", 0.0), "search_s": plan.seconds,
                 "tensors": len(analysis.tensors), "plan": plan.to_dict(),
                 "top5": [t.name for t in analysis.tensors[:5]]}
