@@ -52,9 +52,9 @@ __all__ = ["analyze_cmd"]
     type=click.Path(path_type=Path),
     default=None,
     help="The QDQ model's calibration cache: ranges for the histograms and for re-quantizing; with "
-    "--target-sqnr the chosen precision map is written into it. Raised tensors are re-quantized with these "
-    "bounds, which a low-bit observer chose for its own grid: for the best raise, calibrate an 8-bit cache "
-    "(same --method) and pass that one.",
+    "--target-sqnr the chosen precision map is written into it. Raised tensors take the 8-bit bounds a "
+    "`calibrate --target-*` run stored in the cache; without them, the cache's own bounds, which a low-bit "
+    "observer chose for its grid (for the best raise, use `calibrate --target-sqnr` instead).",
 )
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows of the table.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="ORT threads.")
@@ -119,7 +119,8 @@ def analyze_cmd(
     fm, qm, batches, ranges, cache_obj = _load(
         float_model, qdq_model, data, num_samples, crop, value_range, color, seed, cache
     )
-    result, plan = _run(fm, qm, batches, ranges, threads, target_sqnr, quiet=as_json)
+    raise_ranges = cache_obj.raise_ranges() if cache_obj is not None else None
+    result, plan = _run(fm, qm, batches, ranges, raise_ranges, threads, target_sqnr, quiet=as_json)
     _write(plan, output, cache, cache_obj, result, report_dir, top)
     if as_json:
         from qdeploy_cli._common import print_json
@@ -172,6 +173,7 @@ def _run(
     qm: Any,
     batches: list[Any],
     ranges: dict[str, Any],
+    raise_ranges: dict[str, Any] | None,
     threads: int,
     target_sqnr: float | None,
     quiet: bool,
@@ -189,7 +191,7 @@ def _run(
             qm,
             batches,
             PrecisionTarget("sqnr", target_sqnr),
-            ranges=ranges or None,
+            ranges=raise_ranges,
             analysis=result,
             config=config,
         )

@@ -146,15 +146,12 @@ def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
                             CollectConfig(config.batch_size, config.threads))
 
 
-def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
-    """The cache at ``config.cache`` if it covers ``names`` on the preset's activation grid.
+def _check_cached(cache: Any, config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
+    """``cache`` (read from ``config.cache``) if it covers ``names`` on the preset's activation grid.
 
     Why the grid check: observers choose bounds *for* a grid (a symmetric int8 bound is not the best
     asymmetric uint8 one), so ranges from another preset's grid would be silently suboptimal.
     """
-    from qdeploy.calib.cache import load_cache
-
-    cache = load_cache(config.cache)
     missing = [n for n in names if n not in cache.ranges]
     if missing:
         raise InputError(
@@ -178,7 +175,7 @@ def _load_cached(config: CalibrateConfig, model_sha: str, names: list[str], quan
 
 def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None] | None = None) -> CalibrateResult:
     """Calibrate and quantize ``config.model``; writes the QDQ model, its cache and manifest atomically."""
-    from qdeploy.calib.cache import save_cache
+    from qdeploy.calib.cache import load_cache, save_cache
     from qdeploy.quant import get_preset, quantization_summary, quantize, tensors_to_calibrate
     from qdeploy.quant.quantize import calibration_model
 
@@ -186,7 +183,8 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     model = load_model(config.model)
     model_sha = file_sha256(config.model)
     quant = get_preset(config.preset, **config.preset_options)
-    if quant.full_integer and (config.target is not None or _cached_map(config.cache)):
+    cached = load_cache(config.cache) if config.cache is not None else None
+    if quant.full_integer and (config.target is not None or (cached is not None and cached.precision_map)):
         # integer-only tails pin their tensors' precision, which a precision map must be free to change
         quant = dataclasses.replace(quant, full_integer=False)
     means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
@@ -194,9 +192,8 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     if not names:
         raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
                          "check --op-types / --include / --exclude")
-    cached = None
-    if config.cache is not None:
-        cached = _load_cached(config, model_sha, names, quant)
+    if cached is not None:
+        cached = _check_cached(cached, config, model_sha, names, quant)
         ranges, method = dict(cached.ranges), cached.method  # the cache's method decided these ranges
         extra, cache_path = {"data": {"source": str(config.cache)}}, Path(config.cache)
     else:
@@ -249,31 +246,21 @@ def _repair(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, names: li
     if config.target is None:
         if cached is None or not cached.precision_map:
             return _Repaired(qmodel)
-        raise_ranges = _stored_ranges(cached) or ranges
+        raise_ranges = cached.raise_ranges()
         out = qmodel.clone()
         ApplyPrecisionMapPass(cached.precision_map, raise_ranges, model)(out)
         return _Repaired(out, precision_map=dict(cached.precision_map))
     from qdeploy.analyze.target import heldout_inputs, meet_target, plan_record
     from qdeploy.backends import SessionOptions, get_backend
 
-    raise_ranges = _stored_ranges(cached) or _raise_ranges(model, quant, means, names, ranges, config, progress)
+    raise_ranges = (cached.raise_ranges() if cached is not None and "raise_ranges" in cached.extra
+                    else _raise_ranges(model, quant, means, names, ranges, config, progress))
     specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
     held = heldout_inputs(config.target, config.data, [s.name for s in specs], specs)
     fusion = "tensorrt" if quant.name.startswith("tensorrt") else "ort-cpu"
     analysis, plan = meet_target(model, qmodel, ranges, raise_ranges, held, config.target.target, fusion,
                                  config.threads, progress)
     return _Repaired(plan.model, plan, analysis, raise_ranges, plan_record(plan, held), dict(plan.precision_map))
-
-
-def _cached_map(cache: Path | None) -> bool:
-    from qdeploy.calib.cache import load_cache
-
-    return cache is not None and bool(load_cache(cache).precision_map)
-
-
-def _stored_ranges(cached: Any) -> dict[str, TensorRange] | None:
-    stored = cached.extra.get("raise_ranges") if cached is not None else None
-    return {n: TensorRange.from_dict(r) for n, r in stored.items()} if stored else None
 
 
 def _raise_ranges(model: ir.Model, quant: Any, means: Any, names: list[str], ranges: dict[str, TensorRange],

@@ -105,14 +105,13 @@ def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str],
 
 def _sr_heldout(config: TargetConfig, calib: Any, input_names: Sequence[str], split: bool) -> HeldOut:
     """LR/HR crop pairs of held-out HR images and the Y-PSNR metric on them."""
-    from qdeploy.calib.data import IMAGE_SUFFIXES, is_heldout
+    from qdeploy.calib.data import part_files
     from qdeploy.sr.heldout import image_files, psnr_evaluator, sr_crops
 
     if config.data is not None:
         files, where = image_files(config.data), str(config.data)
     elif split and Path(calib.source).is_dir():
-        files = [p for p in sorted(Path(calib.source).iterdir())
-                 if p.suffix.lower() in IMAGE_SUFFIXES and is_heldout(p.name, calib.holdout)]
+        files = part_files(dataclasses.replace(calib, part="heldout"))
         where = f"the --holdout part of {calib.source}"
     else:
         raise InputError("an SR task target needs held-out HR images",
@@ -151,19 +150,29 @@ def meet_target(
     and the plan, whose ``model`` is the repaired QDQ model.
     """
     config = AnalyzeConfig(threads=threads or 1)
+    _check_float_score(float_model, heldout, config)  # before the analysis: minutes on a transformer
     analysis = analyze_sensitivity(float_model, qdq_model, heldout.batches, heldout.evaluator, dict(ranges),
                                    config, progress=progress)
-    score = analysis.float_score
-    if heldout.baseline is not None and score is not None and score < heldout.baseline - SANITY_MARGIN_DB:
+    plan = search_precision(float_model, qdq_model, heldout.batches, target, heldout.evaluator, raise_ranges,
+                            analysis, config, fusion_target)
+    return analysis, plan
+
+
+def _check_float_score(float_model: ir.Model, heldout: HeldOut, config: AnalyzeConfig) -> None:
+    """Refuse a float model that scores below the trivial baseline: it is fed the wrong pixel range."""
+    if heldout.baseline is None or heldout.evaluator is None:
+        return
+    from qdeploy.backends import SessionOptions, get_backend
+
+    session = get_backend("ort-cpu").open(float_model, SessionOptions(threads=config.threads))
+    score = heldout.evaluator([session.run(b) for b in heldout.batches])
+    if score < heldout.baseline - SANITY_MARGIN_DB:
         raise InputError(
             f"the float model scores {score:.2f} dB on the held-out crops, bicubic {heldout.baseline:.2f} dB: "
             "it is probably fed the wrong pixel range",
             "pass --range 0-255 for models that take 0..255 pixels (0-1 otherwise); if the model really is "
             "worse than bicubic, target --target-sqnr instead",
         )
-    plan = search_precision(float_model, qdq_model, heldout.batches, target, heldout.evaluator, raise_ranges,
-                            analysis, config, fusion_target)
-    return analysis, plan
 
 
 def plan_record(plan: PrecisionPlan, heldout: HeldOut) -> dict[str, Any]:

@@ -75,6 +75,12 @@ class CalibrationCache:
             precision_map=_precision_map(doc.get("precision_map")),
         )
 
+    def raise_ranges(self) -> dict[str, TensorRange]:
+        """Bounds to re-quantize a tensor raised to 8 bits with: the 8-bit-grid bounds a precision search
+        stored (``extra["raise_ranges"]``), else the observer's own ranges (exact only for an 8-bit cache)."""
+        stored = self.extra.get("raise_ranges")
+        return {n: TensorRange.from_dict(r) for n, r in stored.items()} if stored else dict(self.ranges)
+
     def mismatches(
         self,
         *,

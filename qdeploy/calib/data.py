@@ -35,7 +35,9 @@ __all__ = [
     "DataConfig",
     "count_samples",
     "data_fingerprint",
+    "is_heldout",
     "iter_samples",
+    "part_files",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -161,6 +163,16 @@ def is_heldout(key: str, holdout: float) -> bool:
     A hash of the key, not a seeded shuffle: a file stays on its side when others are added or removed.
     """
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 < holdout
+
+
+def part_files(config: DataConfig) -> list[Path]:
+    """The image files of ``config.part`` of an image folder (what :func:`iter_samples` reads from it).
+
+    Why public: an SR accuracy target needs the held-out *files* (HR images to make LR/HR pairs from),
+    and must split them exactly as calibration did.
+    """
+    files = [p for p in _list_files(config.source) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [files[i] for i in _split(config, "images", files, len(files))] if files else []
 
 
 def _split(config: DataConfig, kind: str, files: list[Path], total: int) -> list[int]:

@@ -93,3 +93,17 @@ def test_damaged_content(tmp_path: Path) -> None:
     del doc["tensors"]["conv1_out"]["lo"]
     with pytest.raises(InputError, match="incomplete or damaged"):
         load_cache(write(tmp_path, json.dumps(doc)))
+
+
+def test_raise_ranges_prefer_the_stored_8bit_bounds(tmp_path: Path) -> None:
+    """A raised tensor takes the 8-bit bounds a search stored; without them the observer's own ranges."""
+    from qdeploy.types import TensorRange
+
+    low = {"x": TensorRange("x", -4.0, 4.0, -1.0, 1.0, 0.1, "dobi", 8)}
+    wide = TensorRange("x", -4.0, 4.0, -3.5, 3.5, 0.001, "dobi", 8)
+    plain = CalibrationCache("0" * 64, "dobi", {}, QuantTarget(4, True), "d", 8, "1" * 64, low)
+    assert plain.raise_ranges() == low
+    stored = CalibrationCache("0" * 64, "dobi", {}, QuantTarget(4, True), "d", 8, "1" * 64, low,
+                              extra={"raise_ranges": {"x": wide.to_dict()}})
+    again = load_cache(save_cache(tmp_path / "c.json", stored))
+    assert again.raise_ranges() == {"x": wide} and again.ranges == low
