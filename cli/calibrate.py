@@ -97,8 +97,14 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data", type=click.Path(path_type=Path),
               help="Folder of images (png/jpg/bmp), a .npy, or a .npz keyed by input name.")
-@click.option("--method", default="entropy", show_default=True,
-              help=f"Observer: {', '.join(observer_names())}.")
+@click.option("--method", default="auto", show_default=True,
+              help=f"Observer: {', '.join(observer_names())}. auto (the default) computes every method's bounds "
+                   "at once, starts from mse, then checks the model against float on a held-out part of --data "
+                   "(output SQNR >= 40 dB, or Y-PSNR loss <= 0.05 dB for SR models) and repairs it: the tensors "
+                   "that carry the error switch to the range method that measures best at the output, or stay "
+                   "float. Any other name forces that one method everywhere, unchecked.")
+@click.option("--no-verify", is_flag=True,
+              help="With --method auto: skip the held-out check and repair (mse ranges everywhere).")
 @click.option("--method-option", multiple=True, metavar="KEY=VALUE",
               help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
 @click.option("--preset", default="ort-cpu-int8", show_default=True,
@@ -149,9 +155,10 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True,
               help="Channels fed to the model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--holdout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+@click.option("--holdout", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
               help="Keep this fraction of the --data files out of calibration (by a hash of the file name, so "
-                   "stable) and measure --target-sqnr/--target-loss on them when --target-data is not given.")
+                   "stable) and measure --target-sqnr/--target-loss, or auto's check, on them. Default: 0.2 "
+                   "for --method auto on a folder of >= 10 images, else 0.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Calibration batch size (results do not depend on it).")
 @click.option("--op-types", default=None,
@@ -164,12 +171,13 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
               help="Where to write the cache (default: OUTPUT with .calib.json).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tuple[str, ...], preset: str,
+def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, method_option: tuple[str, ...],
+                  preset: str,
                   bits: str | None, shift_qk: bool, refine: str | None, dqc_iterations: int, dqc_lr: float,
                   dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
                   target_data: Path | None, target_scale: int | None, target_samples: int, target_crop: int,
                   report_dir: Path | None, output: Path, num_samples: int | None, crop: int | None,
-                  value_range: str, color: str, seed: int, holdout: float,
+                  value_range: str, color: str, seed: int, holdout: float | None,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
     """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
@@ -194,9 +202,12 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
     from qdeploy_cli._common import console, print_json
 
     from qdeploy.calib.data import DataConfig
-    from qdeploy.pipeline import CalibrateConfig
+    from qdeploy.pipeline import CalibrateConfig, default_holdout
 
     data_cfg = None
+    if holdout is None:
+        wants_target = target_sqnr is not None or target_loss is not None
+        holdout = default_holdout(method, not no_verify and cache is None, data, wants_target)
     if data is not None:
         data_cfg = DataConfig(source=data, value_range=value_range, color=color, crop=crop,
                               num_samples=num_samples, seed=seed, holdout=holdout)
@@ -206,6 +217,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, method_option: tu
                                              **_bits_options(bits, preset),
                                              **({"shift_qk": True} if shift_qk else {})}, cache=cache,
                              cache_output=cache_out, batch_size=batch_size, threads=threads, refine=refine,
+                             verify=not no_verify,
                              refine_options=_refine_options(refine, dqc_iterations, dqc_lr, dqc_batch, dqc_device,
                                                             seed, as_json),
                              target=_target(target_sqnr, target_loss, target_data, target_scale, target_samples,
@@ -245,6 +257,7 @@ def _result_dict(result: Any, config: Any) -> dict[str, Any]:
         "integer_kernels": result.kernels, "fusion": getattr(result, "fusion", {}),
         "tensors": {k: v.to_dict() for k, v in result.ranges.items()}, "refine": getattr(result, "refine", {}),
         "plan": result.plan.to_dict() if getattr(result, "plan", None) is not None else None,
+        "verify": result.verified.to_dict() if getattr(result, "verified", None) is not None else None,
     }
 
 
@@ -272,6 +285,8 @@ def _print_summary(con: Any, result: Any, config: Any) -> None:
                   f"{'' if refined.get('applied', True) else ' (no improvement: calibrated scales kept)'}")
     if getattr(result, "plan", None) is not None:
         _print_plan(con, result.plan)
+    if getattr(result, "verified", None) is not None:
+        _print_verified(con, result.verified)
     if getattr(result, "fusion", None):
         con.print(f"QDQ placement: {result.fusion['line']}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
@@ -291,3 +306,25 @@ def _print_plan(con: Any, plan: Any) -> None:
               f"{len(plan.candidates)} candidates in {plan.seconds:.0f}s")
     if plan.speed.get("line"):
         con.print(f"predicted speed cost: {plan.speed['line']}")
+
+
+def _print_verified(con: Any, v: Any) -> None:
+    """auto's check: the bar, where it was measured, before -> after, and every tensor it changed and why."""
+    from rich.table import Table
+
+    def fmt(sqnr: float, loss: float | None) -> str:
+        return f"output SQNR {sqnr:.2f} dB" + (f", Y-PSNR loss {loss:.3f} dB" if loss is not None else "")
+
+    verdict = "[green]met[/green]" if v.met else "[red]NOT met[/red] (best repair kept)"
+    con.print(f"check ({v.bar}): {verdict}; measured as {v.measured_on}")
+    if not v.changes:
+        con.print(f"  {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed")
+        return
+    con.print(f"  before repair {fmt(v.before_sqnr_db, v.before_loss_db)}; after {fmt(v.after_sqnr_db, v.after_loss_db)}")
+    table = Table(title=f"repaired {len(v.changes)} tensor(s): range method switched where that measured best at "
+                        "the output; float for the shortest prefix of the noise ranking that meets the bar")
+    for col in ("tensor", "made by", "before", "after", "why"):
+        table.add_column(col, overflow="fold")
+    for c in v.changes:
+        table.add_row(c.tensor, c.producer, c.before, c.after, c.why)
+    con.print(table)

@@ -35,12 +35,14 @@ class CalibrateConfig:
     (for DQC: iterations, lr, batch_size, feature_weight, seed, device, ...; ``show_progress``).
     ``target`` (a :class:`qdeploy.analyze.target.TargetConfig`) repairs the quantized model to an accuracy
     target by raising (or leaving float) its most sensitive tensors; the map lands in the cache.
+    ``verify`` (with ``method="auto"``, the default, and no target): check the model against ``quality``
+    (a :class:`qdeploy.analyze.verify.QualityBar`) on held-out data and repair it until it meets the bar.
     """
 
     model: Path
     output: Path
     data: Any = None
-    method: str = "entropy"
+    method: str = "auto"
     method_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "ort-cpu-int8"
     preset_options: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +53,8 @@ class CalibrateConfig:
     refine: str | None = None
     refine_options: dict[str, Any] = field(default_factory=dict)
     target: Any = None
+    verify: bool = True
+    quality: Any = None
 
     def __post_init__(self) -> None:
         if self.data is None and self.cache is None:
@@ -94,6 +98,7 @@ class CalibrateResult:
     refine: dict[str, Any] = field(default_factory=dict)
     plan: Any = None
     analysis: Any = None
+    verified: Any = None
 
 
 def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
@@ -203,7 +208,14 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     refine_report: dict[str, Any] = {}
     if config.refine is not None:  # the cache keeps the observer's ranges; refinement acts on the model only
         qmodel, refine_report = _refine(model, qmodel, config)
-    repaired = _repair(model, qmodel, quant, means, names, ranges, cached, config, progress)
+    verified = None
+    if cached is None and config.target is None and config.verify and config.method == "auto":
+        verified = _verify(model, qmodel, quant, means, ranges, config, progress)
+        qmodel, ranges = verified.model, verified.ranges
+        repaired = _Repaired(qmodel, precision_map=verified.precision_map)
+        extra["verify"] = verified.to_dict()
+    else:
+        repaired = _repair(model, qmodel, quant, means, names, ranges, cached, config, progress)
     qmodel = repaired.model
     if config.cache is None or config.target is not None:
         cache_path = config.cache_path
@@ -215,10 +227,55 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
                                    "method": method, "preset": quant.to_dict(), "data": extra["data"],
                                    "calibration_cache": str(cache_path)}
                    | ({"refine": refine_report} if refine_report else {})
-                   | ({"target": repaired.record} if repaired.record else {}))
+                   | ({"target": repaired.record} if repaired.record else {})
+                   | ({"verify": extra["verify"]} if verified is not None else {}))
     return CalibrateResult(config.output, cache_path, ranges, quantization_summary(qmodel), kernels,
                            time.perf_counter() - start, config.cache is not None, method, fusion, refine_report,
-                           repaired.plan, repaired.analysis)
+                           repaired.plan, repaired.analysis, verified)
+
+
+AUTO_HOLDOUT = 0.2
+"""Share of an image folder the default calibration keeps out to verify itself on (by file-name hash)."""
+AUTO_HOLDOUT_MIN_FILES = 10
+"""Below this many images a held-out part would be too small to judge; the check uses the calibration inputs."""
+
+
+def default_holdout(method: str, verify: bool, data: Path | None, target: bool) -> float:
+    """The ``--holdout`` used when the user gives none: a fifth of an image folder for ``auto``'s check.
+
+    Why only then: an explicit target has its own held-out options, other methods do not verify, and
+    arrays or small folders are kept whole (the check then says it ran on the calibration inputs).
+    """
+    if method != "auto" or not verify or target or data is None or not Path(data).is_dir():
+        return 0.0
+    from qdeploy.calib.data import IMAGE_SUFFIXES
+
+    images = sum(1 for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return AUTO_HOLDOUT if images >= AUTO_HOLDOUT_MIN_FILES else 0.0
+
+
+def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: dict[str, TensorRange],
+            config: CalibrateConfig, progress: Callable[[int, int], None] | None) -> Any:
+    """The default's self-check and repair (:mod:`qdeploy.analyze.verify`) on held-out data."""
+    from qdeploy.analyze.target import default_heldout
+    from qdeploy.analyze.verify import QualityBar, verify_and_repair
+    from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.quant import quantize
+
+    bar = config.quality or QualityBar()
+    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    held = default_heldout(model, config.data, specs, bar, config.threads)
+    free = dataclasses.replace(quant, full_integer=False)  # a precision map must be free to leave any tensor float
+
+    def rebuild(r: Any, for_map: bool) -> ir.Model:
+        return quantize(model, r, free if for_map else quant, means)
+
+    return verify_and_repair(model, qmodel, ranges, rebuild, held, bar, _fusion_name(quant.name), config.threads,
+                             progress)
+
+
+def _fusion_name(preset: str) -> str:
+    return "tensorrt" if preset.startswith("tensorrt") else "ort-cpu"
 
 
 @dataclass(frozen=True)
@@ -295,7 +352,8 @@ def _cache_record(cached: Any, model_sha: str, method: str, extra: dict[str, Any
     return CalibrationCache(
         model_sha256=model_sha, method=method, observer_config=extra["observer_config"], target=quant.activation,
         data_source=data["source"], data_count=data["count"], data_sha256=data["sha256"], ranges=ranges,
-        extra={"preset": quant.to_dict()} | shift | added, precision_map=repaired.precision_map)
+        extra={"preset": quant.to_dict()} | shift | added | ({"verify": extra["verify"]} if "verify" in extra else {}),
+        precision_map=repaired.precision_map)
 
 
 def _refine(model: ir.Model, qmodel: ir.Model, config: CalibrateConfig) -> tuple[ir.Model, dict[str, Any]]:

@@ -95,12 +95,18 @@ def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str],
     source = config.data or calib.source
     images = Path(source).is_dir() and not any(p.suffix in (".npy", ".npz") for p in Path(source).iterdir())
     data = DataConfig(source=source, value_range=calib.value_range, color=calib.color,
-                      crop=config.crop if images else None, num_samples=config.num_samples, seed=config.seed,
+                      crop=config.crop if images and not _static_hw(specs) else None, num_samples=config.num_samples, seed=config.seed,
                       layout=calib.layout, holdout=calib.holdout if split else 0.0, part="heldout")
     batches = list(iter_samples(data, specs))
     where = (f"held-out inputs {source}" if config.data else
              f"the --holdout part of {source}" if split else f"the calibration inputs {source} (not held out)")
     return HeldOut(batches, None, f"output SQNR on {len(batches)} samples of {where}")
+
+
+def _static_hw(specs: Any) -> bool:
+    """Whether the (first) input has fixed spatial dims: images are then centre-cropped to them, not cropped."""
+    shape = specs[0].shape if specs else ()
+    return len(shape) == 4 and all(isinstance(d, int) for d in shape[2:])
 
 
 def _sr_heldout(config: TargetConfig, calib: Any, input_names: Sequence[str], split: bool) -> HeldOut:
@@ -183,3 +189,47 @@ def plan_record(plan: PrecisionPlan, heldout: HeldOut) -> dict[str, Any]:
         record |= {"score": plan.score, "float_score": plan.float_score, "loss_db": plan.float_score - plan.score}
     return record | {"counts": dict(plan.counts), "size_bytes": plan.size_bytes,
                      "base_size_bytes": plan.base_size_bytes, "float_size_bytes": plan.float_size_bytes}
+
+
+def detect_sr_scale(model: ir.Model, sample: Mapping[str, np.ndarray], threads: int | None = None) -> int | None:
+    """The upscaling factor of a super-resolution model, read from one run; None for other models.
+
+    SR here means: one 4-D input and one 4-D output with the same channels, the output's height and width
+    the same integer multiple (>= 2) of the input's. Why detect: the default calibration verifies a model
+    on its task metric when it can tell the task, and a user should not have to say "this is x3 SR".
+    """
+    from qdeploy.backends import SessionOptions, get_backend
+
+    if len(sample) != 1:
+        return None
+    x = next(iter(sample.values()))
+    session = get_backend("ort-cpu").open(model, SessionOptions(threads=threads))
+    if len(session.outputs) != 1 or x.ndim != 4:
+        return None
+    y = next(iter(session.run(dict(sample)).values()))
+    if y.ndim != 4 or y.shape[1] != x.shape[1] or y.shape[0] != x.shape[0]:
+        return None
+    sh, sw = y.shape[2] / x.shape[2], y.shape[3] / x.shape[3]
+    return int(sh) if sh == sw and sh >= 2 and sh == int(sh) else None
+
+
+def default_heldout(model: ir.Model, calib: Any, specs: Any, bar: Any, threads: int | None = None) -> HeldOut:
+    """Held-out data for the default calibration's check (:mod:`qdeploy.analyze.verify`).
+
+    An RGB super-resolution model calibrated on an image folder with a held-out part is checked on
+    Y-PSNR of LR/HR crop pairs made from the held-out images; any other model on output SQNR over the
+    held-out part of ``--data`` (or, without one, the calibration inputs: said in the description).
+    """
+    from qdeploy.analyze.search import PrecisionTarget
+    from qdeploy.calib.data import iter_samples
+
+    first = next(iter(iter_samples(calib, specs)))
+    scale = detect_sr_scale(model, first, threads)
+    names = [s.name for s in specs]
+    folder = Path(calib.source).is_dir()
+    if scale is not None and folder and calib.holdout > 0 and calib.color == "rgb":
+        config = TargetConfig(PrecisionTarget("loss", bar.sr_loss_db), sr_scale=scale, num_samples=32, crop=48)
+        held = heldout_inputs(config, calib, names, specs)
+        return dataclasses.replace(held, description=f"x{scale} SR {held.description}")
+    config = TargetConfig(PrecisionTarget("sqnr", bar.sqnr_db), num_samples=32, crop=48)
+    return heldout_inputs(config, calib, names, specs)

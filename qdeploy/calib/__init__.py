@@ -7,7 +7,8 @@ package is imported:
 - ``percentile``: histogram percentile (2 passes);
 - ``entropy``: TensorRT-style KL threshold search, grid-aware (2 passes);
 - ``mse``: expected fake-quant MSE search on the actual grid (2 passes);
-- ``dobi``: 2DQuant's linear bound search, bell or one-sided family chosen from the histogram (2 passes).
+- ``dobi``: 2DQuant's linear bound search, bell or one-sided family chosen from the histogram (2 passes);
+- ``auto``: every method's bounds from one histogram, ``mse``'s returned; checked at the output later (2 passes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from qdeploy.calib.base import (
     make_observer,
     observer_names,
 )
+from qdeploy.calib.auto import AutoConfig, AutoObserver
 from qdeploy.calib.dobi import DOBIConfig, DOBIObserver
 from qdeploy.calib.entropy import EntropyConfig, EntropyObserver
 from qdeploy.calib.minmax import MinMaxConfig, MinMaxObserver
@@ -27,6 +29,8 @@ from qdeploy.calib.mse import MSEConfig, MSEObserver
 from qdeploy.calib.percentile import PercentileConfig, PercentileObserver
 
 __all__ = [
+    "AutoConfig",
+    "AutoObserver",
     "OBSERVERS",
     "DOBIConfig",
     "DOBIObserver",
@@ -45,6 +49,6 @@ __all__ = [
     "observer_names",
 ]
 
-for _cls in (MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver, DOBIObserver):
+for _cls in (AutoObserver, MinMaxObserver, PercentileObserver, EntropyObserver, MSEObserver, DOBIObserver):
     OBSERVERS.add(_cls.method, _cls)
 del _cls

@@ -38,7 +38,7 @@ def split(x: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def test_builtin_methods_are_registered() -> None:
-    assert observer_names() == ["dobi", "entropy", "minmax", "mse", "percentile"]
+    assert observer_names() == ["auto", "dobi", "entropy", "minmax", "mse", "percentile"]
     for name in observer_names():
         assert OBSERVERS.get(name).config_cls is type(make_observer(name).config)
 
