@@ -150,8 +150,9 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
               help="Use at most N calibration samples (deterministic choice by --seed).")
 @click.option("--crop", type=click.IntRange(min=1), default=None,
               help="Random square crop size (pixels) per image; default whole image.")
-@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default="0-1", show_default=True,
-              help="Pixel value range the model expects.")
+@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default=None,
+              help="Pixel value range the model expects. Default: the range `qdeploy export` recorded for MODEL "
+                   "in its manifest.json, else 0-1.")
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True,
               help="Channels fed to the model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -177,7 +178,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
                   dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
                   target_data: Path | None, target_scale: int | None, target_samples: int, target_crop: int,
                   report_dir: Path | None, output: Path, num_samples: int | None, crop: int | None,
-                  value_range: str, color: str, seed: int, holdout: float | None,
+                  value_range: str | None, color: str, seed: int, holdout: float | None,
                   batch_size: int, op_types: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                   cache: Path | None, cache_out: Path | None, threads: int | None, as_json: bool) -> None:
     """Insert calibrated QuantizeLinear/DequantizeLinear nodes into MODEL (an .onnx file).
@@ -205,6 +206,8 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
     from qdeploy.pipeline import CalibrateConfig, default_holdout
 
     data_cfg = None
+    if value_range is None and data is not None:
+        value_range = _pixel_range(model, quiet=as_json)
     if holdout is None:
         wants_target = target_sqnr is not None or target_loss is not None
         holdout = default_holdout(method, not no_verify and cache is None, data, wants_target)
@@ -236,6 +239,19 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
         print_json(_result_dict(result, config))
         return
     _print_summary(console(), result, config)
+
+
+def _pixel_range(model: Path, quiet: bool) -> str:
+    """``--range`` when not given: what the export recorded (said on stderr), else 0-1."""
+    from qdeploy_cli._common import console
+
+    from qdeploy.artifacts import exported_pixel_range
+
+    found = exported_pixel_range(model)
+    if found is not None and not quiet:
+        console(stderr=True).print(f"pixel range {found} (recorded by qdeploy export in "
+                                   f"{model.parent / 'manifest.json'}; --range to change)")
+    return found or "0-1"
 
 
 def _run_with_progress(config: Any, quiet: bool) -> Any:
@@ -320,7 +336,8 @@ def _print_verified(con: Any, v: Any) -> None:
     if not v.changes:
         con.print(f"  {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed")
         return
-    con.print(f"  before repair {fmt(v.before_sqnr_db, v.before_loss_db)}; after {fmt(v.after_sqnr_db, v.after_loss_db)}")
+    con.print(f"  before repair {fmt(v.before_sqnr_db, v.before_loss_db)}; "
+              f"after {fmt(v.after_sqnr_db, v.after_loss_db)}")
     table = Table(title=f"repaired {len(v.changes)} tensor(s): range method switched where that measured best at "
                         "the output; float for the shortest prefix of the noise ranking that meets the bar")
     for col in ("tensor", "made by", "before", "after", "why"):

@@ -18,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "file_sha256", "json_safe", "package_versions", "write_json", "write_manifest"]
+__all__ = ["atomic_path", "export_record", "exported_pixel_range", "file_sha256", "json_safe", "package_versions",
+           "write_json", "write_manifest"]
 
 
 @contextlib.contextmanager
@@ -87,6 +88,32 @@ def write_manifest(artifact: str | os.PathLike[str], info: dict[str, Any]) -> Pa
         **info,
     }
     return write_json(manifest_path, data)
+
+
+def export_record(model: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``qdeploy export`` manifest entry of ``model`` (same file name *and* sha256), or None.
+
+    Why the hash: a manifest lists what was exported there; a file replaced since then is another model,
+    and facts about the old one (its input range) must not be applied to it.
+    """
+    model = Path(model)
+    manifest = model.parent / "manifest.json"
+    try:
+        entry = json.loads(manifest.read_text())["artifacts"][model.name]
+        if entry.get("stage") == "export" and entry.get("sha256") == file_sha256(model):
+            return dict(entry)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def exported_pixel_range(model: str | os.PathLike[str]) -> str | None:
+    """``"0-1"`` or ``"0-255"`` when ``qdeploy export`` recorded that input range for ``model``, else None."""
+    record = export_record(model) or {}
+    span = record.get("input_range")
+    if isinstance(span, list) and len(span) == 2 and span[0] == 0:
+        return {1: "0-1", 255: "0-255"}.get(span[1])
+    return None
 
 
 def json_safe(data: Any) -> Any:

@@ -42,7 +42,7 @@ class TargetConfig:
             targets only; optimistic, reported as such).
         sr_scale: SR upscaling factor; turns on the Y-PSNR task metric (required by ``kind="loss"``).
         num_samples: held-out samples (each candidate map runs all of them).
-        crop: LR crop size (pixels) of the held-out samples.
+        crop: LR crop size (pixels) of the held-out samples; None: whole images (SQNR targets only).
         seed: seed of the crop choice (differs from calibration's default 0 on purpose).
     """
 
@@ -50,7 +50,7 @@ class TargetConfig:
     data: Path | None = None
     sr_scale: int | None = None
     num_samples: int = 16
-    crop: int = 48
+    crop: int | None = 48
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -61,7 +61,7 @@ class TargetConfig:
             )
         if self.sr_scale is not None and self.sr_scale < 1:
             raise ValueError(f"sr_scale must be >= 1, got {self.sr_scale}")
-        if self.num_samples < 1 or self.crop < 1:
+        if self.num_samples < 1 or (self.crop is not None and self.crop < 1):
             raise ValueError("num_samples and crop must be positive")
 
 
@@ -94,9 +94,10 @@ def heldout_inputs(config: TargetConfig, calib: Any, input_names: Sequence[str],
         return _sr_heldout(config, calib, input_names, split)
     source = config.data or calib.source
     images = Path(source).is_dir() and not any(p.suffix in (".npy", ".npz") for p in Path(source).iterdir())
-    data = DataConfig(source=source, value_range=calib.value_range, color=calib.color,
-                      crop=config.crop if images and not _static_hw(specs) else None, num_samples=config.num_samples, seed=config.seed,
-                      layout=calib.layout, holdout=calib.holdout if split else 0.0, part="heldout")
+    crop = config.crop if images and not _static_hw(specs) else None
+    data = DataConfig(source=source, value_range=calib.value_range, color=calib.color, crop=crop,
+                      num_samples=config.num_samples, seed=config.seed, layout=calib.layout,
+                      holdout=calib.holdout if split else 0.0, part="heldout")
     batches = list(iter_samples(data, specs))
     where = (f"held-out inputs {source}" if config.data else
              f"the --holdout part of {source}" if split else f"the calibration inputs {source} (not held out)")
@@ -228,8 +229,14 @@ def default_heldout(model: ir.Model, calib: Any, specs: Any, bar: Any, threads: 
     names = [s.name for s in specs]
     folder = Path(calib.source).is_dir()
     if scale is not None and folder and calib.holdout > 0 and calib.color == "rgb":
-        config = TargetConfig(PrecisionTarget("loss", bar.sr_loss_db), sr_scale=scale, num_samples=32, crop=48)
-        held = heldout_inputs(config, calib, names, specs)
-        return dataclasses.replace(held, description=f"x{scale} SR {held.description}")
-    config = TargetConfig(PrecisionTarget("sqnr", bar.sqnr_db), num_samples=32, crop=48)
+        config = TargetConfig(PrecisionTarget("loss", bar.sr_loss_db), sr_scale=scale, num_samples=32,
+                              crop=calib.crop or 48)
+        try:
+            held = heldout_inputs(config, calib, names, specs)
+            return dataclasses.replace(held, description=f"x{scale} SR {held.description}")
+        except InputError:  # held-out images too small for LR crops: judge the output SQNR instead
+            pass
+    # the calibration's own crop (None: whole images, as calibration read them), so any image that
+    # calibrated can also be checked
+    config = TargetConfig(PrecisionTarget("sqnr", bar.sqnr_db), num_samples=32, crop=calib.crop)
     return heldout_inputs(config, calib, names, specs)

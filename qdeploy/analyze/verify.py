@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from qdeploy.analyze.sensitivity import AnalyzeConfig, SensitivityResult, analyze_sensitivity, output_sqnr
@@ -142,7 +141,7 @@ def _producers(float_model: ir.Model) -> dict[str, str]:
     from qdeploy.analyze.sensitivity import prepared_float
 
     out = {v.name: "graph input" for v in float_model.graph.inputs}
-    out |= {name: "weight" for name in float_model.graph.initializers}
+    out |= dict.fromkeys(float_model.graph.initializers, "weight")
     for node in prepared_float(float_model).graph:
         for value in node.outputs:
             out[value.name] = f"{node.op_type} {node.name}"
@@ -230,7 +229,7 @@ def verify_and_repair(float_model: ir.Model, qmodel: ir.Model, ranges: Mapping[s
     meter = _Meter(float_model, heldout, threads)
     sqnr0, loss0 = meter(qmodel)
     task = loss0 is not None
-    done = dict(bar=bar.text(task), measured_on=heldout.description, before_sqnr_db=sqnr0, before_loss_db=loss0)
+    done = {"bar": bar.text(task), "measured_on": heldout.description, "before_sqnr_db": sqnr0, "before_loss_db": loss0}
     if bar.met(sqnr0, loss0):
         return Verified(met=True, after_sqnr_db=sqnr0, after_loss_db=loss0, changes=(), ranges=dict(ranges),
                         precision_map=None, seconds=time.perf_counter() - start, model=qmodel, **done)

@@ -122,7 +122,6 @@ def test_cli_summary_names_the_repaired_tensor(planted: tuple[Path, Path], tmp_p
 def test_a_model_that_meets_the_bar_is_the_mse_model(tmp_path: Path) -> None:
     """No repair needed: auto's ranges are mse's, so the QDQ model computes exactly what mse's does."""
     import analyze_models
-
     import onnx_ir as ir
 
     model = tmp_path / "net.onnx"

@@ -250,3 +250,34 @@ def test_help_shows_examples_and_options() -> None:
                    "--batch-size"):
         assert option in result.output
 
+
+
+# ------------------------------------------------------------------------------- defaults from the export
+
+
+def _record_export(model: Path, input_range: list[float]) -> None:
+    from qdeploy.artifacts import write_manifest
+
+    write_manifest(model, {"stage": "export", "input_range": input_range})
+
+
+def test_pixel_range_defaults_to_what_the_export_recorded(model: Path, images: Path, tmp_path: Path) -> None:
+    from qdeploy.calib.cache import load_cache
+
+    _record_export(model, [0.0, 255.0])
+    res = _invoke(model, "--data", images, "--crop", "32", "--no-verify", "-o", tmp_path / "a" / "q.onnx")
+    assert res.exit_code == 0, res.output
+    assert "pixel range 0-255 (recorded by qdeploy export" in res.output
+    explicit = _invoke(model, "--data", images, "--crop", "32", "--no-verify", "--range", "0-255",
+                       "-o", tmp_path / "b" / "q.onnx")
+    assert explicit.exit_code == 0, explicit.output
+    got, want = (load_cache(tmp_path / d / "q.calib.json").ranges for d in ("a", "b"))
+    assert {n: (r.lo, r.hi) for n, r in got.items()} == {n: (r.lo, r.hi) for n, r in want.items()}
+
+
+def test_a_replaced_model_does_not_inherit_the_recorded_range(model: Path, images: Path, tmp_path: Path) -> None:
+    _record_export(model, [0.0, 255.0])
+    _write_text_model(model, _two_conv_text("N, 3, 32, 32", "N, 3, 32, 32"))  # another model, same file name
+    res = _invoke(model, "--data", images, "--crop", "32", "--no-verify", "-o", tmp_path / "q.onnx")
+    assert res.exit_code == 0, res.output
+    assert "pixel range" not in res.output
