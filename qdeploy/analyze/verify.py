@@ -45,6 +45,10 @@ Rebuild = Callable[[Mapping[str, TensorRange], bool], ir.Model]
 MIN_GAIN_DB = 0.05
 #: Culprits are taken, most harmful first, until they carry this share of the (summed) output noise.
 CULPRIT_SHARE = 0.9
+#: Held-out samples the sensitivity ranking runs on (2N + 2 runs each); the checks use all of them.
+RANKING_SAMPLES = 8
+#: A range candidate within this share of the current span of the tensor is not worth a trial build.
+SAME_RANGE = 0.01
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Verified:
     ranges: dict[str, TensorRange]
     precision_map: dict[str, str] | None
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
     model: ir.Model | None = field(default=None, repr=False, compare=False)
     analysis: SensitivityResult | None = field(default=None, repr=False, compare=False)
 
@@ -109,7 +114,8 @@ class Verified:
         return {"bar": self.bar, "measured_on": self.measured_on, "met": self.met,
                 "before": {"sqnr_db": self.before_sqnr_db, "loss_db": self.before_loss_db},
                 "after": {"sqnr_db": self.after_sqnr_db, "loss_db": self.after_loss_db},
-                "changes": [c.to_dict() for c in self.changes], "seconds": self.seconds}
+                "changes": [c.to_dict() for c in self.changes], "seconds": self.seconds,
+                "timings": dict(self.timings)}
 
 
 class _Meter:
@@ -180,8 +186,10 @@ def _switch_methods(names: list[str], ranges: dict[str, TensorRange], rebuild: R
     for name in names:
         current = ranges[name]
         best, best_sqnr = current, sqnr
-        for method in current.details["candidates"]:
-            if method == current.details.get("chosen"):
+        span = max(current.hi - current.lo, 1e-30)
+        for method, (lo, hi, _) in current.details["candidates"].items():
+            same = max(abs(lo - current.lo), abs(hi - current.hi)) < SAME_RANGE * span
+            if method == current.details.get("chosen") or same:
                 continue
             trial = _with_candidate(current, method)
             trial_sqnr, _ = meter(rebuild({**ranges, name: trial}, False))
@@ -224,34 +232,53 @@ def verify_and_repair(float_model: ir.Model, qmodel: ir.Model, ranges: Mapping[s
     ``ranges`` are the ``auto`` observer's (each with ``details["candidates"]``); ``rebuild`` makes the QDQ
     model for other ranges. Returns the repaired model (``qmodel`` itself when the bar is met at once).
     """
-    start = time.perf_counter()
+    clock = _Clock()
     bar = bar or QualityBar()
     meter = _Meter(float_model, heldout, threads)
     sqnr0, loss0 = meter(qmodel)
-    task = loss0 is not None
-    done = {"bar": bar.text(task), "measured_on": heldout.description, "before_sqnr_db": sqnr0, "before_loss_db": loss0}
+    clock.lap("check")
+    done = {"bar": bar.text(loss0 is not None), "measured_on": heldout.description, "before_sqnr_db": sqnr0,
+            "before_loss_db": loss0}
     if bar.met(sqnr0, loss0):
         return Verified(met=True, after_sqnr_db=sqnr0, after_loss_db=loss0, changes=(), ranges=dict(ranges),
-                        precision_map=None, seconds=time.perf_counter() - start, model=qmodel, **done)
+                        precision_map=None, seconds=clock.total(), timings=clock.laps, model=qmodel, **done)
     producers = _producers(float_model)
-    config = meter.config
-    analysis = analyze_sensitivity(float_model, qmodel, heldout.batches, heldout.evaluator, dict(ranges), config,
+    # the ranking needs few samples (it compares configurations of the same inputs); the checks use all
+    few = heldout.batches[:RANKING_SAMPLES]
+    analysis = analyze_sensitivity(float_model, qmodel, few, heldout.evaluator, dict(ranges), meter.config,
                                    progress=progress)
+    clock.lap("ranking")
     names = _culprits(analysis, ranges, bar.max_culprits)
-    new_ranges, _, changes = _switch_methods(names, dict(ranges), rebuild, meter, sqnr0, producers)
+    new_ranges, sqnr, changes = _switch_methods(names, dict(ranges), rebuild, meter, sqnr0, producers)
     model = rebuild(new_ranges, False) if changes else qmodel
-    sqnr, loss = meter(model)
+    sqnr, loss = meter(model) if changes else (sqnr0, loss0)
+    clock.lap("range_methods")
     pmap = None
     if not bar.met(sqnr, loss):
-        base = rebuild(new_ranges, True)
-        if changes:  # the ranking changed with the ranges: rank again before choosing what stays float
-            analysis = analyze_sensitivity(float_model, base, heldout.batches, heldout.evaluator, new_ranges,
-                                           config, progress=progress)
-        model, pmap, floated = _leave_float(float_model, base, new_ranges, meter, bar, analysis, fusion_target,
-                                            producers)
+        # the first ranking is kept: re-ranking after the switches would double the cost, and the switched
+        # tensors are the ones that ranked high, so they stay first in line for float
+        model, pmap, floated = _leave_float(float_model, rebuild(new_ranges, True), new_ranges, meter, bar, analysis,
+                                            fusion_target, producers)
         floated_names = {c.tensor for c in floated}
         changes = [c for c in changes if c.tensor not in floated_names] + floated  # the final state only
         sqnr, loss = meter(model)
+        clock.lap("float_search")
     return Verified(met=bar.met(sqnr, loss), after_sqnr_db=sqnr, after_loss_db=loss, changes=tuple(changes),
-                    ranges=new_ranges, precision_map=pmap, seconds=time.perf_counter() - start, model=model,
+                    ranges=new_ranges, precision_map=pmap, seconds=clock.total(), timings=clock.laps, model=model,
                     analysis=analysis, **done)
+
+
+class _Clock:
+    """Seconds per step, for the record (a user should see where the check's time went)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
