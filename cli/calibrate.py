@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from qdeploy_cli._data_options import CropType, data_defaults
 
 from qdeploy.calib import observer_names  # numpy only: cheap, and --help lists every registered method
+from qdeploy.calib.images import DEFAULT_CROP, DEFAULT_NUM_SAMPLES
 
 __all__ = ["calibrate_cmd"]
 
@@ -147,9 +149,12 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
               help="With a target: write the sensitivity report (report.html, report.md, plots) here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the QDQ model.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None,
-              help="Use at most N calibration samples (deterministic choice by --seed).")
-@click.option("--crop", type=click.IntRange(min=1), default=None,
-              help="Random square crop size (pixels) per image; default whole image.")
+              help="Use at most N calibration samples (deterministic choice by --seed). Default for an image "
+                   f"folder: {DEFAULT_NUM_SAMPLES} images; for arrays: all.")
+@click.option("--crop", type=CropType(), default=None, metavar="PIXELS|none",
+              help="Random square crop size per image (an image smaller than it gives a square of its smaller "
+                   f"side); `none` feeds whole images. Default for a model with dynamic H/W: {DEFAULT_CROP}; "
+                   "else the model's fixed size (centre crop).")
 @click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default=None,
               help="Pixel value range the model expects. Default: the range `qdeploy export` recorded for MODEL "
                    "in its manifest.json, else 0-1.")
@@ -185,14 +190,15 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
 
     \b
     Weights: INT8 (or --bits) per output channel, symmetric. Activations: per tensor, ranges chosen by
-    --method on --data (calibrate on training images, never on the test set you report).
+    --method on --data (calibrate on training images, never on the test set you report). The default,
+    auto, verifies the model against float on held-out data and repairs it (see --method).
     Writes OUTPUT, OUTPUT's calibration cache (.calib.json: per tensor the observed range,
     chosen bound, fraction clipped) and a manifest.json beside it.
 
     \b
     Examples:
-      qdeploy calibrate exports/abpn/model.onnx --data calib_images/ --range 0-255 \\
-          --method entropy --preset ort-cpu-int8 -o exports/abpn/model.qdq.onnx
+      qdeploy calibrate exports/abpn/model.onnx --data train_images/ -o exports/abpn/model.qdq.onnx
+          (the defaults: --method auto, checked on a held-out fifth of the images and repaired)
       qdeploy calibrate model.onnx --data calib.npz --method mse --preset tensorrt-int8 -o model.trt.qdq.onnx
       qdeploy calibrate model.onnx --cache exports/abpn/model.qdq.calib.json -o again.qdq.onnx
       qdeploy calibrate swinir.onnx --data calib_images/ --method dobi --bits W4A4 --preset lowbit-sim \\
@@ -212,8 +218,9 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
         wants_target = target_sqnr is not None or target_loss is not None
         holdout = default_holdout(method, not no_verify and cache is None, data, wants_target)
     if data is not None:
-        data_cfg = DataConfig(source=data, value_range=value_range, color=color, crop=crop,
+        data_cfg = DataConfig(source=data, value_range=value_range, color=color, crop=crop or None,
                               num_samples=num_samples, seed=seed, holdout=holdout)
+        data_cfg = data_defaults(model, data_cfg, crop is not None, num_samples is not None, quiet=as_json)
     config = CalibrateConfig(model=model, output=output, data=data_cfg, method=method,
                              method_options=_kv(method_option), preset=preset,
                              preset_options={**_preset_options(op_types, include, exclude),
@@ -255,15 +262,12 @@ def _pixel_range(model: Path, quiet: bool) -> str:
 
 
 def _run_with_progress(config: Any, quiet: bool) -> Any:
-    from qdeploy_cli._common import console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from qdeploy_cli._progress import progress_reporter
 
     from qdeploy.pipeline import calibrate_model
 
-    columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:
-        task = bar.add_task("calibrate", total=None)
-        return calibrate_model(config, lambda done, total: bar.update(task, completed=done, total=total))
+    with progress_reporter("calibrating", quiet=quiet) as report:
+        return calibrate_model(config, report)
 
 
 def _result_dict(result: Any, config: Any) -> dict[str, Any]:

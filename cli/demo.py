@@ -12,8 +12,9 @@ __all__ = ["demo_cmd"]
 @click.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("exports/demo"), show_default=True,
               help="Where the artifacts go.")
-@click.option("--method", default="mse", show_default=True,
-              help="Calibration observer (minmax, percentile, entropy, mse, dobi).")
+@click.option("--method", default="auto", show_default=True,
+              help="Calibration observer (auto: checked on held-out data and repaired; or minmax, percentile, "
+                   "entropy, mse, dobi).")
 @click.option("--preset", default="ort-cpu-int8", show_default=True, help="Quantization preset.")
 @click.option("--iterations", type=int, default=10, show_default=True, help="Timed rounds per model.")
 @click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime threads.")

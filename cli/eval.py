@@ -32,6 +32,11 @@ def eval_group() -> None:
 @click.option("--scale", type=click.IntRange(min=1), required=True, help="SR factor S (2, 3, 4, ...).")
 @click.option("--range", "value_range", type=click.Choice(list(_RANGES)), default="255", show_default=True,
               help="Pixel range the model takes and returns: 255 (0..255) or 1 (0..1).")
+@click.option("--color", type=click.Choice(["rgb", "y"]), default=None,
+              help="What the models take and return: rgb, or y (Y channel: SRCNN/ESPCN/FSRCNN style). "
+                   "Default: from the input's channels (1 = y, 3 = rgb).")
+@click.option("--save-dir", type=click.Path(path_type=Path), default=None,
+              help="Write every output image to DIR/<model>/<image>.png (Y models: Cb/Cr from bicubic).")
 @click.option("--rgb-psnr", is_flag=True,
               help="Also report RGB PSNR with a 1-pixel border crop (ABPN's metric).")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
@@ -40,8 +45,9 @@ def eval_group() -> None:
 @click.option("--per-image", is_flag=True, help="Also print a per-image PSNR-Y/SSIM-Y table.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the full report (per-image values too) as JSON on stdout.")
-def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str, rgb_psnr: bool,
-           max_images: int | None, threads: int | None, backend: str, per_image: bool, as_json: bool) -> None:
+def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str, color: str | None,
+           save_dir: Path | None, rgb_psnr: bool, max_images: int | None, threads: int | None, backend: str,
+           per_image: bool, as_json: bool) -> None:
     """Super-resolution PSNR/SSIM of MODELS (.onnx, dynamic H/W) on a benchmark folder.
 
     \b
@@ -58,10 +64,16 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str
     float model first and read the quantized model's cost directly.
 
     \b
+    Y-channel models (1 input channel, or --color y): the input is the Y of the LR image
+    (BT.601 as MATLAB rgb2ycbcr, 16..235, divided by 255 for --range 1); the output Y is
+    rounded to uint8 and scored directly; saved images take Cb/Cr from bicubic upscaling.
+
+    \b
     Examples:
       qdeploy eval sr abpn.onnx abpn.qdq.onnx --dataset ../shared/data/sr/Set5 --scale 3
       qdeploy eval sr abpn.onnx --dataset ../shared/data/sr/B100 --scale 3 --max-images 10 --json
       qdeploy eval sr --dataset ../shared/data/sr/Set14 --scale 4      (bicubic baseline only)
+      qdeploy eval sr srcnn_y.onnx --dataset ../shared/data/sr/Set5 --scale 3 --range 1 --color y
     """
     from qdeploy.errors import InputError
     from qdeploy.sr import SREvalConfig, evaluate_sr, render_per_image_table, render_table
@@ -70,9 +82,13 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str
         raise InputError(f"dataset folder not found: {dataset}",
                          "point --dataset at a folder with HR/*.png, e.g. ../shared/data/sr/Set5")
     config = SREvalConfig(dataset=dataset, scale=scale, value_range=_RANGES[value_range], backend=backend,
-                          threads=threads, rgb_psnr=rgb_psnr, max_images=max_images)
+                          threads=threads, rgb_psnr=rgb_psnr, max_images=max_images, color=color,
+                          save_dir=save_dir)
     with _progress_bar() as progress:
         report = evaluate_sr(list(models), config, progress=progress)
+    for row in report.models:
+        if row.note:  # an auto-detected Y model: one line, on stderr under --json
+            console(stderr=as_json).print(row.note, markup=False)
     if as_json:
         print_json(report.to_dict())
         return
@@ -80,6 +96,8 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str
     out.print(render_table(report))
     if per_image:
         out.print(render_per_image_table(report))
+    if save_dir is not None:
+        out.print(f"wrote output images to {save_dir}/<model>/<image>.png", markup=False)
 
 
 @contextlib.contextmanager

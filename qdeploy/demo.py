@@ -22,7 +22,7 @@ class DemoConfig:
     """Where to write and how hard to measure; defaults finish in about a minute on 2 cores."""
 
     workdir: Path = Path("exports/demo")
-    method: str = "mse"
+    method: str = "auto"
     preset: str = "ort-cpu-int8"
     profile_shape: tuple[int, ...] = (1, 3, 360, 640)
     iterations: int = 10
@@ -56,11 +56,19 @@ def _calibrate(cfg: DemoConfig, float_path: Path, calib_dir: Path, log: Log) -> 
     from qdeploy.pipeline import CalibrateConfig, calibrate_model
 
     out = cfg.workdir / "abpn_x3.qdq.onnx"
-    data = DataConfig(source=calib_dir, value_range="0-255", crop=cfg.crop, num_samples=cfg.num_samples, seed=0)
+    from qdeploy.pipeline import default_holdout
+
+    holdout = default_holdout(cfg.method, True, calib_dir, False)
+    data = DataConfig(source=calib_dir, value_range="0-255", crop=cfg.crop, num_samples=cfg.num_samples, seed=0,
+                      holdout=holdout)
     res = calibrate_model(CalibrateConfig(model=float_path, output=out, data=data, method=cfg.method,
                                           preset=cfg.preset))
     ints = sum(res.kernels.get("integer_ops", {}).values())
     log(f"2/4 calibrated ({cfg.method}, {cfg.preset}) on {calib_dir} -> {out}; {ints} integer kernels in ORT")
+    if res.verified is not None:
+        v = res.verified
+        log(f"    check ({v.bar}): {'met' if v.met else 'NOT met'}, {len(v.changes)} tensor(s) repaired; "
+            f"measured as {v.measured_on}")
     return out
 
 

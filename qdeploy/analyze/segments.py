@@ -73,6 +73,14 @@ class _Layout:
         self.born, self.last = born, last
         self._live: dict[int, list[str]] = {}
         self.starts = self._tensor_starts(switch)
+        self._model = switch.model
+        self._shapes: dict[str, ir.Shape] | None = None
+
+    def shape(self, name: str) -> ir.Shape | None:
+        """The inferred shape of value ``name`` (inference runs once, only for graphs without shapes)."""
+        if self._shapes is None:
+            self._shapes = _inferred_shapes(self._model)
+        return self._shapes.get(name)
 
     def live(self, k: int) -> list[str]:
         """Computed values produced before position ``k`` and read at or after it."""
@@ -101,6 +109,36 @@ class _Layout:
         return starts
 
 
+def _inferred_shapes(model: ir.Model) -> dict[str, ir.Shape]:
+    """Value shapes ONNX shape inference finds in ``model`` (for graphs saved without value_info)."""
+    import onnx
+
+    try:
+        proto = onnx.shape_inference.infer_shapes(ir.to_proto(model), data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError):  # an unknown op, or a model over 2 GB
+        return {}
+    shapes = {}
+    for info in [*proto.graph.value_info, *proto.graph.output]:
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[info.name] = ir.Shape([d.dim_value if d.HasField("dim_value") else None
+                                          for d in tensor.shape.dim])
+    return shapes
+
+
+def _cut_shape(known: ir.Shape | None, example: np.ndarray) -> ir.Shape:
+    """The shape of a value crossing the cut as a graph input: its known static dims, the rest dynamic.
+
+    Why keep static dims: shape vectors cross cuts too (e.g. the ``sizes`` of a Resize computed from
+    ``Shape(x)`` by a dynamic-H/W export), and ONNX's Resize shape inference reads a ``sizes`` input of
+    unknown length as 0 elements and rejects the model ("Number of elements of input 'sizes' (0) must be
+    same as rank of input 'X'"). A dim is kept only where the cached value agrees, so feeding it never
+    trips ONNX Runtime's input check; symbolic dims stay dynamic.
+    """
+    dims = list(known.dims) if known is not None and len(known) == example.ndim else [None] * example.ndim
+    return ir.Shape([d if isinstance(d, int) and d == example.shape[j] else None for j, d in enumerate(dims)])
+
+
 def _suffix_model(switch: SwitchGraph, layout: _Layout, k: int, examples: dict[str, np.ndarray]) -> ir.Model:
     """The switch graph from position ``k`` on; values crossing the cut become graph inputs."""
     model = switch.model.clone()
@@ -113,9 +151,9 @@ def _suffix_model(switch: SwitchGraph, layout: _Layout, k: int, examples: dict[s
         if old.is_graph_input():
             continue  # a model input read after the cut is simply fed again
         old.name = f"{name}__prefix"
-        example = examples[name]  # dtype and rank from the cached value; every dim dynamic
+        example = examples[name]  # dtype and rank from the cached value
         new = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(example.dtype)),
-                       shape=ir.Shape([None] * example.ndim))
+                       shape=_cut_shape(old.shape if old.shape is not None else layout.shape(name), example))
         old.replace_all_uses_with(new, replace_graph_outputs=True)
         new_inputs.append(new)
     # not safe=True: the removed If nodes' branches read removed values, which the check counts as outside uses

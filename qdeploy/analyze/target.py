@@ -128,9 +128,10 @@ def _sr_heldout(config: TargetConfig, calib: Any, input_names: Sequence[str], sp
     from qdeploy.sr.imresize import imresize
 
     gain = 255.0 if calib.value_range == "0-255" else 1.0
-    lr, hr = sr_crops(files, config.num_samples, config.crop, config.sr_scale, gain, config.seed)
+    color = "y" if calib.color in ("y", "gray") else "rgb"  # Y-channel models: Y in, Y out, scored on Y
+    lr, hr = sr_crops(files, config.num_samples, config.crop, config.sr_scale, gain, config.seed, color)
     batches = [{input_names[0]: lr[i:i + 1]} for i in range(len(lr))]
-    evaluator = psnr_evaluator(hr, config.sr_scale, gain)
+    evaluator = psnr_evaluator(hr, config.sr_scale, gain, color)
     lr8 = np.round(lr * (255.0 / gain)).astype(np.uint8).transpose(0, 2, 3, 1)
     bicubic = [{"sr": imresize(x, config.sr_scale).transpose(2, 0, 1)[None] * np.float32(gain / 255.0)}
                for x in lr8]
@@ -228,7 +229,7 @@ def default_heldout(model: ir.Model, calib: Any, specs: Any, bar: Any, threads: 
     scale = detect_sr_scale(model, first, threads)
     names = [s.name for s in specs]
     folder = Path(calib.source).is_dir()
-    if scale is not None and folder and calib.holdout > 0 and calib.color == "rgb":
+    if scale is not None and folder and calib.holdout > 0:
         config = TargetConfig(PrecisionTarget("loss", bar.sr_loss_db), sr_scale=scale, num_samples=32,
                               crop=calib.crop or 48)
         try:

@@ -2,9 +2,10 @@
 
 Every export ends with this check because exporters fail silently: a traced Python branch, a
 shape baked in as a constant, an op lowered with a different rounding mode all produce a valid ONNX file
-with wrong numbers. The check runs ONNX Runtime (CPU) and PyTorch on the same seeded random inputs and
-judges each output with two numbers: SQNR (relative, catches broad drift) and the maximum absolute error
-scaled by the reference output's range (catches a few badly wrong pixels that SQNR averages away).
+with wrong numbers. The check runs ONNX Runtime (CPU) and PyTorch on the same inputs (photos for image
+inputs, see :mod:`qdeploy.export.natural`; seeded random otherwise) and judges each output with two
+numbers: SQNR (relative, catches broad drift) and the maximum absolute error scaled by the reference
+output's range (catches a few badly wrong pixels that SQNR averages away).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ParityCheck", "ParityReport", "ParityTolerance", "flatten_outputs", "random_inputs",
            "require_parity", "run_parity"]
+
+# An output range above this (or non-finite) means the network blew up on the inputs it was fed.
+_EXPLODED = 1e6
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,11 @@ class ParityCheck:
 
 @dataclass(frozen=True)
 class ParityReport:
-    """All checks of one export; ``passed`` only if every check passed."""
+    """All checks of one export; ``passed`` only if every check passed; ``inputs`` says what was fed."""
 
     checks: tuple[ParityCheck, ...]
     tolerance: ParityTolerance
+    inputs: str = ""
 
     @property
     def passed(self) -> bool:
@@ -101,6 +106,7 @@ class ParityReport:
         """Strict-JSON form (non-finite floats as "inf"/"nan" strings) for manifests and ``--json``."""
         return _json_floats({
             "passed": self.passed,
+            "inputs": self.inputs,
             "min_sqnr_db": self.tolerance.min_sqnr_db,
             "max_abs_rel": self.tolerance.max_abs_rel,
             "worst_sqnr_db": self.worst_sqnr_db,
@@ -180,14 +186,15 @@ def _check(shapes: tuple[tuple[int, ...], ...], name: str, ref: np.ndarray, out:
                           f"(inputs {list(shapes)})",
                           "the exporter baked in a shape; report the model to qdeploy")
     ref64 = np.asarray(ref, np.float64)
-    out_range = float(ref64.max() - ref64.min()) if ref64.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf on a blown-up output: NaN fails the check
+        out_range = float(ref64.max() - ref64.min()) if ref64.size else 0.0
+        sqnr, max_abs = sqnr_db(ref, out), max_abs_error(ref, out)
     scale = out_range if out_range > 0 else max(float(np.abs(ref64).max(initial=0.0)), 1.0)
-    return ParityCheck(shapes, name, sqnr_db(ref, out), max_abs_error(ref, out), tol.max_abs_rel * scale,
-                       out_range, tol.min_sqnr_db)
+    return ParityCheck(shapes, name, sqnr, max_abs, tol.max_abs_rel * scale, out_range, tol.min_sqnr_db)
 
 
 def run_parity(module: torch.nn.Module, model: ir.Model, input_sets: Sequence[tuple[torch.Tensor, ...]],
-               tolerance: ParityTolerance, threads: int | None = None) -> ParityReport:
+               tolerance: ParityTolerance, threads: int | None = None, inputs_note: str = "") -> ParityReport:
     """Compare ONNX Runtime CPU on ``model`` with ``module`` on each input set; never raises on mismatch.
 
     Inputs are matched to the ONNX graph by position among the graph's inputs; an exporter that dropped
@@ -211,7 +218,7 @@ def run_parity(module: torch.nn.Module, model: ir.Model, input_sets: Sequence[tu
                                   "return only tensors from forward() (no None or Python numbers)")
             shapes = tuple(tuple(t.shape) for t in inputs)
             checks += [_check(shapes, n, r, outs[n], tolerance) for n, r in zip(out_names, refs)]
-    return ParityReport(tuple(checks), tolerance)
+    return ParityReport(tuple(checks), tolerance, inputs_note)
 
 
 def require_parity(report: ParityReport, what: str = "the exported ONNX model") -> None:
@@ -220,7 +227,13 @@ def require_parity(report: ParityReport, what: str = "the exported ONNX model") 
     if not failed and report.checks:
         return
     detail = "; ".join(c.describe() for c in failed) or "no outputs were compared"
-    raise ExportError(f"{what} does not match PyTorch: {detail}",
+    fed = f" ({report.inputs})" if report.inputs else ""
+    if any(not math.isfinite(c.output_range) or c.output_range > _EXPLODED for c in report.checks):
+        raise ExportError(f"{what} does not match PyTorch{fed}: {detail}",
+                          "the PyTorch output itself is huge or not finite on these inputs, so the comparison "
+                          "is meaningless: feed inputs like the model's real ones (--data DIR of images, the "
+                          "right --input-range) rather than relaxing the tolerances")
+    raise ExportError(f"{what} does not match PyTorch{fed}: {detail}",
                       "the model has ops that differ between PyTorch and ONNX Runtime (randomness, in-place "
                       "tricks, data-dependent Python); try --exporter torchscript, or relax the check with "
                       "--min-sqnr / --max-abs-rel if the difference is expected")

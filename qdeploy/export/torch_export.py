@@ -8,8 +8,9 @@ The steps, and why each exists:
    to the TorchScript exporter and record why, so users learn what to fix.
 3. Simplify with onnxsim; the result is kept only if it passes the checker, keeps the requested dynamic
    axes and still matches PyTorch, because a simplifier bug must never cost a correct export.
-4. Parity: ONNX Runtime CPU vs PyTorch on seeded inputs (and at a second size for dynamic axes); a
-   mismatch is an :class:`ExportError` that names the numbers.
+4. Parity: ONNX Runtime CPU vs PyTorch on photos for image inputs (a trained image net may blow up on
+   noise; :mod:`qdeploy.export.natural`), seeded random values otherwise, and at a second size for
+   dynamic axes; a mismatch is an :class:`ExportError` that names the numbers and what was fed.
 5. Write the model atomically plus a ``manifest.json`` entry that records how it was made.
 """
 
@@ -30,6 +31,7 @@ import onnx_ir as ir
 
 from qdeploy.errors import ExportError, InputError
 from qdeploy.export.dynamic import Axes, dynamic_axes, output_axes, rename_dims, require_dynamic, second_size
+from qdeploy.export.natural import parity_inputs
 from qdeploy.export.parity import (
     ParityReport,
     ParityTolerance,
@@ -70,6 +72,8 @@ class ExportConfig:
         seed: Seed of the random example/parity inputs.
         input_range: Value range of random float inputs; None means the zoo entry's range, else [0, 1].
         threads: ONNX Runtime threads for the parity run (None: ORT default).
+        data: Image file or folder whose images the parity check feeds to image inputs (None: bundled photos).
+        random_parity: Feed uniform random values to image inputs too (the pre-photo behaviour).
     """
 
     spec: str
@@ -84,6 +88,8 @@ class ExportConfig:
     seed: int = 0
     input_range: tuple[float, float] | None = None
     threads: int | None = None
+    data: Path | None = None
+    random_parity: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -127,8 +133,10 @@ def export_model(config: ExportConfig) -> ExportResult:
     axes = dynamic_axes(inputs, config.dynamic_batch, config.dynamic_hw)
     n_outputs = _count_outputs(resolved.module, inputs)
     model, used, reason = _export(resolved.module, inputs, n_outputs, axes, config)
-    parity_sets = [inputs] + ([second_size(inputs, axes, value_range, config.seed + 1)] if any(axes) else [])
-    model, simplified, note, report = _simplify_and_check(model, resolved.module, parity_sets, axes, config)
+    sets = [inputs] + ([second_size(inputs, axes, value_range, config.seed + 1)] if any(axes) else [])
+    parity_sets, fed = parity_inputs(sets, value_range, config.data, not config.random_parity,
+                                     given=inputs is resolved.example_inputs)
+    model, simplified, note, report = _simplify_and_check(model, resolved.module, parity_sets, axes, config, fed)
     from qdeploy.graph.io import save_model
 
     save_model(model, config.output)
@@ -324,19 +332,20 @@ def _simplify(model: ir.Model, inputs: tuple[torch.Tensor, ...],
 
 
 def _simplify_and_check(model: ir.Model, module: torch.nn.Module, parity_sets: list[tuple[torch.Tensor, ...]],
-                        axes: Axes, config: ExportConfig) -> tuple[ir.Model, bool, str | None, ParityReport]:
+                        axes: Axes, config: ExportConfig,
+                        fed: str = "") -> tuple[ir.Model, bool, str | None, ParityReport]:
     """Prefer the simplified model when it matches PyTorch; otherwise the plain export must match."""
     note = None
     if config.simplify:
         simplified, note = _simplify(model, parity_sets[0], axes)
         if simplified is not None:
-            report = run_parity(module, simplified, parity_sets, config.parity, config.threads)
+            report = run_parity(module, simplified, parity_sets, config.parity, config.threads, fed)
             if report.passed:
                 return simplified, True, None, report
             note = (f"the onnxsim result failed the parity check (SQNR {report.worst_sqnr_db:.1f} dB); "
                     "kept the unsimplified model")
         _LOG.info("%s", note)
-    report = run_parity(module, model, parity_sets, config.parity, config.threads)
+    report = run_parity(module, model, parity_sets, config.parity, config.threads, fed)
     require_parity(report)
     return model, False, note, report
 
@@ -371,5 +380,6 @@ def _write_manifest(result: ExportResult, config: ExportConfig, value_range: tup
         "simplify_note": result.simplify_note,
         "input_range": list(value_range),
         "seed": config.seed,
+        "parity_data": str(config.data) if config.data is not None else None,
         "parity": result.parity.to_dict(),
     })

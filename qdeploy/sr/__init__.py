@@ -6,10 +6,11 @@ the HR images and a bicubic baseline; the metric functions are usable on their o
 
 from __future__ import annotations
 
+from qdeploy.sr.color import merge_y_with_bicubic_chroma, rgb_to_ycbcr, ycbcr_to_rgb
 from qdeploy.sr.dataset import SRPair, load_rgb, load_sr_dataset
-from qdeploy.sr.evaluate import SREvalConfig, evaluate_sr, score_image, to_uint8
+from qdeploy.sr.evaluate import SREvalConfig, evaluate_sr, score_image, score_y_image, to_uint8
 from qdeploy.sr.imresize import bicubic_downscale, imresize, modcrop
-from qdeploy.sr.metrics import psnr_rgb, psnr_y, ssim_y, y_channel
+from qdeploy.sr.metrics import psnr_rgb, psnr_y, psnr_y_plane, ssim_y, ssim_y_plane, y_channel
 from qdeploy.sr.report import ImageScore, ModelScore, SREvalReport, render_per_image_table, render_table
 
 __all__ = [
@@ -23,13 +24,19 @@ __all__ = [
     "imresize",
     "load_rgb",
     "load_sr_dataset",
+    "merge_y_with_bicubic_chroma",
     "modcrop",
     "psnr_rgb",
     "psnr_y",
+    "psnr_y_plane",
     "render_per_image_table",
     "render_table",
+    "rgb_to_ycbcr",
     "score_image",
+    "score_y_image",
     "ssim_y",
+    "ssim_y_plane",
     "to_uint8",
     "y_channel",
+    "ycbcr_to_rgb",
 ]

@@ -34,15 +34,17 @@ def image_files(source: str | os.PathLike[str]) -> list[Path]:
 
 
 def sr_crops(files: Sequence[Path], n: int, size: int, scale: int, gain: float,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random LR crops ``(n, 3, size, size)`` scaled to ``[0, gain]`` and their HR crops (uint8 HWC).
+             seed: int, color: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random LR crops ``(n, C, size, size)`` scaled to ``[0, gain]`` and their HR crops (uint8 HWC).
 
     Each crop comes from a seeded random image and position; the LR image is the MATLAB-bicubic
     downscale of the modcropped HR image, so the pair is exactly what the SR protocol evaluates.
+    ``color="y"`` gives the LR crops' BT.601 Y (C = 1, the input of Y-channel models, as ``eval sr``).
     """
     from PIL import Image
 
     from qdeploy.sr.imresize import bicubic_downscale
+    from qdeploy.sr.metrics import y_channel
 
     rng = np.random.default_rng(seed)
     usable = [f for f in files if min(Image.open(f).size) >= scale * size]
@@ -55,21 +57,29 @@ def sr_crops(files: Sequence[Path], n: int, size: int, scale: int, gain: float,
         hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
         lr = bicubic_downscale(hr, scale)
         y, x = rng.integers(lr.shape[0] - size + 1), rng.integers(lr.shape[1] - size + 1)
-        lrs.append(lr[y:y + size, x:x + size].transpose(2, 0, 1))
+        crop = lr[y:y + size, x:x + size]
+        lrs.append(y_channel(crop)[None] if color == "y" else crop.transpose(2, 0, 1))
         hrs.append(hr[y * scale:(y + size) * scale, x * scale:(x + size) * scale])
     lr_arr = (np.stack(lrs).astype(np.float32) / (255.0 / gain)).astype(np.float32)
     return lr_arr, np.stack(hrs)
 
 
-def psnr_evaluator(hrs: np.ndarray, scale: int, gain: float) -> Callable[[list[dict[str, np.ndarray]]], float]:
-    """``evaluate(outputs) -> mean Y-PSNR`` of one output per HR crop (shave = scale, the SR protocol)."""
-    from qdeploy.sr.evaluate import score_image, to_uint8
+def psnr_evaluator(hrs: np.ndarray, scale: int, gain: float,
+                   color: str = "rgb") -> Callable[[list[dict[str, np.ndarray]]], float]:
+    """``evaluate(outputs) -> mean Y-PSNR`` of one output per HR crop (shave = scale, the SR protocol).
+
+    ``color="y"``: the outputs are Y planes (Y-channel models), scored directly like ``eval sr`` does.
+    """
+    from qdeploy.sr.evaluate import score_image, score_y_image, to_uint8
 
     def evaluate(outputs: list[dict[str, np.ndarray]]) -> float:
         scores = []
         for hr, out in zip(hrs, outputs):
             sr = to_uint8(next(iter(out.values()))[0], int(gain))
-            scores.append(score_image("crop", sr, hr, scale).psnr_y)
+            if color == "y":
+                scores.append(score_y_image("crop", sr[:, :, 0], hr, scale).psnr_y)
+            else:
+                scores.append(score_image("crop", sr, hr, scale).psnr_y)
         return float(np.mean(scores))
 
     return evaluate

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW", "psnr_rgb", "psnr_y", "ssim_y", "y_channel"]
+__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW", "psnr_rgb", "psnr_y", "psnr_y_plane", "ssim_y",
+           "ssim_y_plane", "y_channel"]
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -40,6 +41,15 @@ def _check_pair(sr: np.ndarray, hr: np.ndarray, shave: int) -> None:
         raise ValueError(f"image {sr.shape[:2]} is too small to shave {shave} pixels per border")
 
 
+def _check_planes(sr_y: np.ndarray, hr_y: np.ndarray, shave: int) -> None:
+    if sr_y.ndim != 2 or sr_y.shape != hr_y.shape:
+        raise ValueError(f"sr and hr Y planes must be HxW of one shape, got {sr_y.shape} vs {hr_y.shape}")
+    if shave < 0:
+        raise ValueError(f"shave must be >= 0, got {shave}")
+    if min(sr_y.shape) <= 2 * shave:
+        raise ValueError(f"image {sr_y.shape} is too small to shave {shave} pixels per border")
+
+
 def _shave(img: np.ndarray, shave: int) -> np.ndarray:
     return img[shave:-shave, shave:-shave] if shave > 0 else img
 
@@ -64,7 +74,13 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """Y-channel PSNR (peak 255) after shaving ``shave`` pixels per border; inf for identical images."""
     _check_pair(sr, hr, shave)
-    return _psnr(_shave(y_channel(sr), shave), _shave(y_channel(hr), shave))
+    return psnr_y_plane(y_channel(sr), y_channel(hr), shave)
+
+
+def psnr_y_plane(sr_y: np.ndarray, hr_y: np.ndarray, shave: int) -> float:
+    """:func:`psnr_y` on Y planes (HxW, 0..255 scale), for Y-channel models whose output *is* the Y plane."""
+    _check_planes(sr_y, hr_y, shave)
+    return _psnr(_shave(np.asarray(sr_y, np.float64), shave), _shave(np.asarray(hr_y, np.float64), shave))
 
 
 def psnr_rgb(sr: np.ndarray, hr: np.ndarray, shave: int = 1) -> float:
@@ -104,7 +120,14 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 def ssim_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """Y-channel SSIM (11x11 Gaussian, sigma 1.5, K1=0.01, K2=0.03, L=255, 'valid') after the shave."""
     _check_pair(sr, hr, shave)
-    a, b = _shave(y_channel(sr), shave), _shave(y_channel(hr), shave)
+    return ssim_y_plane(y_channel(sr), y_channel(hr), shave)
+
+
+def ssim_y_plane(sr_y: np.ndarray, hr_y: np.ndarray, shave: int) -> float:
+    """:func:`ssim_y` on Y planes (HxW, 0..255 scale), for Y-channel models."""
+    _check_planes(sr_y, hr_y, shave)
+    a = _shave(np.asarray(sr_y, np.float64), shave)
+    b = _shave(np.asarray(hr_y, np.float64), shave)
     if min(a.shape) < SSIM_WINDOW:
         raise ValueError(f"image {a.shape} after shaving is smaller than the "
                          f"{SSIM_WINDOW}x{SSIM_WINDOW} SSIM window")

@@ -48,7 +48,8 @@ class ModelScore:
     """Mean scores of one model (or of the bicubic baseline) over the dataset.
 
     ``delta_*`` are this row minus the first model's row (the float reference), so a quantized model's
-    accuracy cost reads directly as a negative dB number.
+    accuracy cost reads directly as a negative dB number. ``color`` is ``"y"`` for a Y-channel model (Y in,
+    Y out, scored on its Y plane); ``note`` says when that was auto-detected.
     """
 
     label: str
@@ -60,6 +61,8 @@ class ModelScore:
     delta_psnr_y: float | None = None
     delta_ssim_y: float | None = None
     seconds: float = 0.0
+    color: str = "rgb"
+    note: str = ""
 
     @property
     def ms_per_image(self) -> float:
@@ -68,8 +71,10 @@ class ModelScore:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, per-image scores included."""
-        out: dict[str, Any] = {"label": self.label, "kind": self.kind, "psnr_y": _num(self.psnr_y),
-                               "ssim_y": _num(self.ssim_y)}
+        out: dict[str, Any] = {"label": self.label, "kind": self.kind, "color": self.color,
+                               "psnr_y": _num(self.psnr_y), "ssim_y": _num(self.ssim_y)}
+        if self.note:
+            out["note"] = self.note
         if self.psnr_rgb is not None:
             out["psnr_rgb"] = _num(self.psnr_rgb)
         out["delta_psnr_y"] = _num(self.delta_psnr_y)
@@ -114,12 +119,18 @@ class SREvalReport:
                 "ssim": "Gaussian 11x11 sigma 1.5, K1 0.01, K2 0.03, L 255, valid filtering",
                 "hr": f"modcropped to a multiple of {self.scale}",
                 "rgb_psnr_shave": 1 if self.rgb_psnr else None,
+                **({"y_models": _Y_PROTOCOL} if any(m.color == "y" for m in self.models) else {}),
             },
             "n_images": len(self.bicubic.images),
             "lr_sources": dict(self.lr_sources),
             "models": [m.to_dict() for m in self.models],
             "bicubic": self.bicubic.to_dict(),
         }
+
+
+_Y_PROTOCOL = ("input: Y of the LR image (BT.601 as MATLAB rgb2ycbcr, not rounded); output Y rounded to "
+               "uint8 and scored directly; RGB (saved images, RGB PSNR) takes Cb/Cr from bicubic upscaling "
+               "of the LR image")
 
 
 def _fmt(x: float | None, digits: int, signed: bool = False) -> str:
@@ -159,6 +170,7 @@ def render_table(report: SREvalReport) -> Table:
     table.add_column("ms/img", justify="right")
     for row in report.rows:
         label = f"{row.label} (baseline)" if row.kind == "bicubic" else row.label
+        label += " (Y)" if row.color == "y" else ""
         cells = [label, _fmt(row.psnr_y, 3), _fmt(row.ssim_y, 4), _fmt(row.delta_psnr_y, 3, signed=True)]
         if report.rgb_psnr:
             cells.append(_fmt(row.psnr_rgb, 3))

@@ -175,7 +175,7 @@ def test_holdout_split_is_disjoint_stable_and_used_by_the_target(tmp_path: Path)
 
 
 def test_sr_target_catches_a_wrong_pixel_range(tmp_path: Path) -> None:
-    """ABPN takes 0..255; calibrating with the default --range 0-1 must stop with a hint, not optimise garbage."""
+    """ABPN takes 0..255; calibrating with --range 0-1 must stop with a hint, not optimise garbage."""
     from PIL import Image
     from qdeploy_calib_data.demo import render_procedural
 
@@ -189,7 +189,8 @@ def test_sr_target_catches_a_wrong_pixel_range(tmp_path: Path) -> None:
         Image.fromarray(render_procedural(600 + i, 96, 96)).save(calib_dir / f"c{i}.png")
     out = tmp_path / "x.onnx"
     result = CliRunner().invoke(cli, ["calibrate", str(float_path), "--data", str(calib_dir), "--bits", "W4A4",
-                                      "--target-loss", "0.1", "--holdout", "0.5", "--target-scale", "3",
-                                      "--target-samples", "4", "--target-crop", "24", "-o", str(out)])
+                                      "--range", "0-1", "--target-loss", "0.1", "--holdout", "0.5",
+                                      "--target-scale", "3", "--target-samples", "4", "--target-crop", "24",
+                                      "-o", str(out)])
     assert result.exit_code != 0 and "wrong pixel range" in result.output and "--range 0-255" in result.output
     assert not out.exists()

@@ -17,10 +17,10 @@ from qdeploy.graph.io import save_model
 
 @pytest.fixture
 def write_upscaler(tmp_path: Path) -> Callable[..., Path]:
-    """``write_upscaler(name, scale, offset=0.0, static=False)`` -> path of a saved ONNX upscaler."""
+    """``write_upscaler(name, scale, offset=0.0, static=False, channels=3)`` -> path of an ONNX upscaler."""
 
-    def write(name: str, scale: int, offset: float = 0.0, static: bool = False) -> Path:
-        proto = onnx.parser.parse_model(upscaler_text(scale, offset, static))
+    def write(name: str, scale: int, offset: float = 0.0, static: bool = False, channels: int = 3) -> Path:
+        proto = onnx.parser.parse_model(upscaler_text(scale, offset, static, channels))
         return save_model(ir.serde.deserialize_model(proto), tmp_path / name)
 
     return write

@@ -19,13 +19,16 @@ needs_shared = pytest.mark.skipif(not (SR_DATA / "Set5" / "HR").is_dir(),
                                   reason="../shared/data/sr benchmarks not present")
 
 
-def upscaler_text(scale: int, offset: float = 0.0, static: bool = False) -> str:
-    """ONNX text of y = nearest_upscale(x, scale) + offset, with dynamic (or fixed 8x8) H/W."""
-    dims = "1, 3, 8, 8" if static else "1, 3, H, W"
+def upscaler_text(scale: int, offset: float = 0.0, static: bool = False, channels: int = 3) -> str:
+    """ONNX text of y = nearest_upscale(x, scale) + offset, with dynamic (or fixed 8x8) H/W.
+
+    ``channels=1`` gives the Y-channel form (SRCNN-style models take and return only Y).
+    """
+    dims = f"1, {channels}, 8, 8" if static else f"1, {channels}, H, W"
     copies = ", ".join(["x"] * scale * scale)
     return f"""
     <ir_version: 8, opset_import: ["" : 17]>
-    up{scale} (float[{dims}] x) => (float[1, 3, ?, ?] y)
+    up{scale} (float[{dims}] x) => (float[1, {channels}, ?, ?] y)
     <float off = {{{float(offset)!r}}}>
     {{
         c = Concat <axis = 1> ({copies})
