@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
+    "RANGE_HELP",
+    "PixelRange",
     "console",
     "input_range_callback",
     "json_safe",
@@ -76,16 +79,51 @@ def parse_shapes(values: str | tuple[str, ...] | list[str] | None) -> Shapes:
     return bare[0] if bare else named
 
 
+# LOW and HIGH separated by "-" (the documented spelling, as in `calibrate --range 0-255`), "," or "..".
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^\s*({_NUMBER})\s*(?:-|,|\.\.)\s*({_NUMBER})\s*$")
+RANGE_HELP = "LOW-HIGH, e.g. 0-255 (0,255 and 0..255 work too)"
+
+
 def parse_range(text: str) -> tuple[float, float]:
-    """``"0,255"`` -> ``(0.0, 255.0)``; low must be below high and both finite."""
-    parts = text.split(",")
-    try:
-        lo, hi = (float(p) for p in parts)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a range; write it like 0,255") from None
+    """``"0-255"``, ``"0,255"`` or ``"0..255"`` -> ``(0.0, 255.0)``; low must be below high, both finite.
+
+    Every spelling is accepted because the commands grew apart (``calibrate --range 0-255``, ``profile
+    --input-range 0,255``) and a user should not have to remember which one takes which.
+    """
+    match = _RANGE.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a range; write it as {RANGE_HELP}")
+    lo, hi = float(match.group(1)), float(match.group(2))
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise click.BadParameter(f"{text!r}: need finite LOW,HIGH with LOW < HIGH")
+        raise click.BadParameter(f"{text!r}: need finite LOW-HIGH with LOW < HIGH, e.g. 0-255")
     return lo, hi
+
+
+class PixelRange(click.ParamType):
+    """A pixel range option (``--range``): 0-255 or 0-1 in any :func:`parse_range` spelling, or the bare
+    maximum (255, 1). Converts to the maximum (255 or 1), or with ``as_text`` to ``"0-255"``/``"0-1"``,
+    the values ``qdeploy calibrate --range`` and the calibration data config take.
+    """
+
+    name = "range"
+
+    def __init__(self, as_text: bool = False) -> None:
+        self.as_text = as_text
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip()
+        if text in ("255", "1"):
+            top = int(text)
+        else:
+            try:
+                lo, hi = parse_range(text)
+            except click.BadParameter as exc:
+                self.fail(f"{exc.message}; pixel ranges are 0-255 or 0-1", param, ctx)
+            if lo != 0 or hi not in (1, 255):
+                self.fail(f"{text!r}: pixel ranges are 0-255 or 0-1", param, ctx)
+            top = int(hi)
+        return f"0-{top}" if self.as_text else top
 
 
 def shapes_callback(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Shapes:
@@ -95,7 +133,7 @@ def shapes_callback(ctx: click.Context, param: click.Parameter, value: tuple[str
 
 def input_range_callback(ctx: click.Context, param: click.Parameter,
                          value: str | None) -> tuple[float, float] | None:
-    """click callback for an ``--input-range LOW,HIGH`` option."""
+    """click callback for an ``--input-range LOW-HIGH`` option (any :func:`parse_range` spelling)."""
     return None if value is None else parse_range(value)
 
 

@@ -85,6 +85,7 @@ def build_cmd(
         raise InputError(str(exc), "see `qdeploy build --help`") from None
     if not model.exists():
         raise InputError(f"model file not found: {model}", "check the path")
+    _require_flavor(flavor)
     result = build_engine(model, config, output=output)
     if as_json:
         print_json(result.to_dict())
@@ -98,3 +99,29 @@ def build_cmd(
         f"in {result.seconds:.1f}s"
     )
     con.print(f"wrote {output}")
+
+
+#: What each --flavor needs besides the pip extra that installs it.
+_FLAVOR_NOTES = {
+    "tensorrt-rtx": "TensorRT-RTX builds engines ahead of time, no GPU needed",
+    "tensorrt": "TensorRT 10.x; needs an NVIDIA GPU and driver",
+}
+
+
+def _require_flavor(flavor: str) -> None:
+    """Fail early, naming the qdeploy extra to install, when the TensorRT flavour cannot be imported.
+
+    The library's hint names the raw packages; a user of a qdeploy checkout wants the one extra that
+    pins them (the same one ``scripts/setup.sh`` and pyproject.toml use).
+    """
+    from qdeploy.errors import BackendUnavailableError
+    from qdeploy.trt import loader
+
+    try:
+        loader.import_trt(flavor)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"`qdeploy build --flavor {flavor}` needs {flavor}: {exc.message}",
+            f'pip install -e ".[{flavor}]" in the qdeploy checkout (or pip install "qdeploy[{flavor}]"); '
+            f"{_FLAVOR_NOTES[flavor]}",
+        ) from None

@@ -7,12 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
-from qdeploy_cli._common import console, print_json
+from qdeploy_cli._common import PixelRange, console, print_json
 
-__all__ = ["eval_group", "sr_cmd"]
+__all__ = ["DATASET_HINT", "eval_group", "sr_cmd"]
 
-# "0-255"/"0-1" are accepted too because `qdeploy calibrate --range` spells it that way.
-_RANGES = {"255": 255, "1": 1, "0-255": 255, "0-1": 1}
+#: Where the standard SR benchmarks come from (qdeploy never downloads or bundles them).
+DATASET_HINT = ("Set5/Set14/B100/Urban100 are not shipped with qdeploy: get the EDSR benchmark pack "
+                "(benchmark.tar, ~250 MB, https://cv.snu.ac.kr/research/EDSR/benchmark.tar, also used by "
+                "BasicSR-style repos), unpack it and pass one set's folder, e.g. --dataset benchmark/Set5 "
+                "(it holds HR/*.png and LR_bicubic/X2..X4/)")
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,8 +33,8 @@ def eval_group() -> None:
 @click.option("--dataset", type=click.Path(path_type=Path), required=True,
               help="Benchmark folder with HR/*.png (+ optional LR_bicubic/X{S}/<name>x{S}.png).")
 @click.option("--scale", type=click.IntRange(min=1), required=True, help="SR factor S (2, 3, 4, ...).")
-@click.option("--range", "value_range", type=click.Choice(list(_RANGES)), default="255", show_default=True,
-              help="Pixel range the model takes and returns: 255 (0..255) or 1 (0..1).")
+@click.option("--range", "value_range", type=PixelRange(), default="0-255", show_default=True, metavar="0-255|0-1",
+              help="Pixel range the model takes and returns: 0-255 or 0-1 (0,255 / 0..255 / 255 work too).")
 @click.option("--color", type=click.Choice(["rgb", "y"]), default=None,
               help="What the models take and return: rgb, or y (Y channel: SRCNN/ESPCN/FSRCNN style). "
                    "Default: from the input's channels (1 = y, 3 = rgb).")
@@ -45,13 +48,14 @@ def eval_group() -> None:
 @click.option("--per-image", is_flag=True, help="Also print a per-image PSNR-Y/SSIM-Y table.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the full report (per-image values too) as JSON on stdout.")
-def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str, color: str | None,
+def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int, color: str | None,
            save_dir: Path | None, rgb_psnr: bool, max_images: int | None, threads: int | None, backend: str,
            per_image: bool, as_json: bool) -> None:
     """Super-resolution PSNR/SSIM of MODELS (.onnx, dynamic H/W) on a benchmark folder.
 
     \b
-    Dataset layout (the EDSR/BasicSR "benchmark" pack; ../shared/data/sr/Set5 is one):
+    Dataset layout (the EDSR "benchmark" pack, benchmark.tar from
+    https://cv.snu.ac.kr/research/EDSR/benchmark.tar; qdeploy does not ship or download it):
       DIR/HR/<name>.png                      ground truth (RGB or grayscale)
       DIR/LR_bicubic/X<S>/<name>x<S>.png     LR input (optional: else made with MATLAB-exact bicubic)
 
@@ -70,18 +74,17 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: str
 
     \b
     Examples:
-      qdeploy eval sr abpn.onnx abpn.qdq.onnx --dataset ../shared/data/sr/Set5 --scale 3
-      qdeploy eval sr abpn.onnx --dataset ../shared/data/sr/B100 --scale 3 --max-images 10 --json
-      qdeploy eval sr --dataset ../shared/data/sr/Set14 --scale 4      (bicubic baseline only)
-      qdeploy eval sr srcnn_y.onnx --dataset ../shared/data/sr/Set5 --scale 3 --range 1 --color y
+      qdeploy eval sr abpn.onnx abpn.qdq.onnx --dataset benchmark/Set5 --scale 3
+      qdeploy eval sr abpn.onnx --dataset benchmark/B100 --scale 3 --max-images 10 --json
+      qdeploy eval sr --dataset benchmark/Set14 --scale 4      (bicubic baseline only)
+      qdeploy eval sr srcnn_y.onnx --dataset benchmark/Set5 --scale 3 --range 0-1 --color y
     """
     from qdeploy.errors import InputError
     from qdeploy.sr import SREvalConfig, evaluate_sr, render_per_image_table, render_table
 
     if not dataset.exists():
-        raise InputError(f"dataset folder not found: {dataset}",
-                         "point --dataset at a folder with HR/*.png, e.g. ../shared/data/sr/Set5")
-    config = SREvalConfig(dataset=dataset, scale=scale, value_range=_RANGES[value_range], backend=backend,
+        raise InputError(f"dataset folder not found: {dataset}", DATASET_HINT)
+    config = SREvalConfig(dataset=dataset, scale=scale, value_range=value_range, backend=backend,
                           threads=threads, rgb_psnr=rgb_psnr, max_images=max_images, color=color,
                           save_dir=save_dir)
     with _progress_bar() as progress:

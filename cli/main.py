@@ -2,13 +2,18 @@
 
 Errors raised as :class:`qdeploy.errors.QDeployError` are printed as one readable message plus a hint and
 turn into a non-zero exit code; anything else is a bug and keeps its traceback (``--verbose`` shows more logs).
+With ``--json`` a script reads stdout, so there the error (and a usage error) is also one JSON object on
+stdout, ``{"error": ..., "hint": ..., "exit_code": ..., "kind": ...}``, with the same exit code.
+``-v/--verbose`` works before or after the subcommand (``qdeploy -v profile`` = ``qdeploy profile -v``).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -38,14 +43,45 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
-            return self.commands[cmd_name]
+            return _with_verbose(self.commands[cmd_name])
         for module, attr, name in _COMMANDS:
             if name == cmd_name:
                 try:
-                    return getattr(importlib.import_module(module), attr)
+                    return _with_verbose(getattr(importlib.import_module(module), attr))
                 except ImportError as exc:  # Polygraphy's MissingTool idea: fail only when used
-                    return _missing_command(name, exc)
+                    return _with_verbose(_missing_command(name, exc))
         return None
+
+
+_VERBOSE_KEY = "qdeploy.verbose"
+
+
+def _set_verbosity(ctx: click.Context, verbose: int) -> None:
+    """Add ``verbose`` to the level counted so far in this invocation and apply it to the root logger."""
+    total = ctx.meta.get(_VERBOSE_KEY, 0) + verbose
+    ctx.meta[_VERBOSE_KEY] = total
+    level = logging.WARNING - 10 * min(total, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if total:
+        logging.getLogger().setLevel(level)  # basicConfig is a no-op once logging is configured
+
+
+def _verbose_callback(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        _set_verbosity(ctx, value)
+
+
+def _with_verbose(cmd: click.Command) -> click.Command:
+    """Give ``cmd`` (and a group's subcommands) its own ``-v/--verbose``, so the flag also works after
+    the subcommand, where users type it. Idempotent: the command objects are module-level singletons."""
+    if not any(p.name == "verbose" for p in cmd.params):
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                       callback=_verbose_callback,
+                                       help="More log output (-vv for debug); also accepted before the command."))
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_verbose(sub)
+    return cmd
 
 
 def _missing_command(name: str, exc: ImportError) -> click.Command:
@@ -60,10 +96,21 @@ def _missing_command(name: str, exc: ImportError) -> click.Command:
     return click.Command(name, callback=run, help=f"(unavailable: {exc})", short_help="(unavailable)")
 
 
-class _ErrorHandlingGroup(_LazyGroup):
-    """Turns QDeployError into `error: ...` + `hint: ...` on stderr and the error's exit code."""
+_JSON_KEY = "qdeploy.json"
 
-    def invoke(self, ctx: click.Context):
+
+class _ErrorHandlingGroup(_LazyGroup):
+    """Turns QDeployError into `error: ...` + `hint: ...` on stderr and the error's exit code; with
+    ``--json`` also into one JSON error object on stdout (usage errors too)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Every token after the group's own options belongs to the subcommand; "--json" among them (before
+        # a "--") means the caller parses stdout as JSON, errors included.
+        given = args[: args.index("--")] if "--" in args else args
+        ctx.meta[_JSON_KEY] = "--json" in given
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
         from qdeploy.errors import QDeployError
 
         try:
@@ -72,13 +119,30 @@ class _ErrorHandlingGroup(_LazyGroup):
             click.secho(f"error: {exc.message}", fg="red", err=True)
             if exc.hint:
                 click.echo(f"  hint: {exc.hint}", err=True)
+            if ctx.meta.get(_JSON_KEY):
+                _print_json_error(exc.message, exc.hint, exc.exit_code, type(exc).__name__)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:
+            if not ctx.meta.get(_JSON_KEY):
+                raise
+            exc.show()
+            command = ctx.invoked_subcommand or "COMMAND"
+            _print_json_error(exc.format_message(), f"see `qdeploy {command} --help`", exc.exit_code,
+                              type(exc).__name__)
+            ctx.exit(exc.exit_code)
+
+
+def _print_json_error(message: str, hint: str | None, exit_code: int, kind: str) -> None:
+    """One JSON error object on stdout (what a ``--json`` caller parses instead of a result)."""
+    error = {"error": message, "hint": hint or None, "exit_code": exit_code, "kind": kind}
+    click.echo(json.dumps(error, indent=2))
 
 
 @click.group(cls=_ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="qdeploy")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """qdeploy: float PyTorch model -> fast, accurate low-bit deployment.
 
     \b
@@ -91,8 +155,7 @@ def cli(verbose: int) -> None:
       qdeploy demo                                              all of the above on the bundled ABPN x3
     Run `qdeploy COMMAND --help` for each command's options and examples.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _set_verbosity(ctx, verbose)
 
 
 def main() -> None:

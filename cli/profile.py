@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from qdeploy_cli._common import console, input_range_callback, print_json, shapes_callback
+from qdeploy_cli._common import RANGE_HELP, console, input_range_callback, print_json, shapes_callback
 
 __all__ = ["profile_cmd"]
 
 _EPILOG = """\b
 Examples:
   qdeploy profile model.onnx model.qdq.onnx --input-shape 1,3,360,640
-  qdeploy profile fp32.onnx int8.onnx --time-budget 20 --threads 4 --input-range 0,255
+  qdeploy profile fp32.onnx int8.onnx --time-budget 20 --threads 4 --input-range 0-255 --data val_images/
   qdeploy profile model.onnx --input-shape x:1,3,64,64 --json -o runs/p.json | jq .models
   qdeploy profile fp32.onnx int8.onnx --backend ort-cpu --backend ort-cuda --fp16 --report runs/r
 """
@@ -38,40 +38,54 @@ Examples:
               help="Untimed runs per model before timing.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Intra-op threads (default: the runtime's choice).")
-@click.option("--input-range", default="0,1", show_default=True, callback=input_range_callback,
-              metavar="LOW,HIGH", help="Uniform range of the random inputs (0,255 for raw-pixel models).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--input-range", default=None, callback=input_range_callback, metavar="LOW-HIGH",
+              help=f"Value range of the inputs: images are scaled to it, random inputs drawn from it; {RANGE_HELP}. "
+                   "Default: the range `qdeploy export` recorded for the first model, else 0-1.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), metavar="DIR",
+              help="Feed the image inputs your own images (a folder of png/jpg/bmp, or one file) instead of the "
+                   "bundled photos.")
+@click.option("--random-inputs", is_flag=True,
+              help="Feed every input uniform random values in --input-range instead of images.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random inputs (all inputs with --random-inputs, else the non-image ones).")
 @click.option("--graph-optimization", type=click.Choice(["all", "extended", "basic", "disable"]),
               default="all", show_default=True,
               help="Runtime graph optimization level ('all' = the real fused kernels).")
 @click.option("--sequential", is_flag=True,
               help="Time models one after another instead of interleaved (less robust to machine noise).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("profile.json"),
-              show_default=True, help="Where to write the JSON report (written atomically).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON report here (atomically). Default: no file.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write the table as markdown here.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Write DIR/report.md, DIR/report.html (self-contained, with charts) and "
-                   "DIR/profile.json; -o is then written only when given.")
+              help="Write DIR/report.md, DIR/report.html (self-contained, with charts) and DIR/profile.json.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report to stdout (table and progress go to stderr).")
 @click.pass_context
 def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], fp16: bool,
                 input_shapes: Any, iterations: int, time_budget: float | None, warmup: int,
-                threads: int | None, input_range: tuple[float, float], seed: int, graph_optimization: str,
-                sequential: bool, output: Path, markdown: Path | None, report_dir: Path | None,
-                as_json: bool) -> None:
+                threads: int | None, input_range: tuple[float, float] | None, data: Path | None,
+                random_inputs: bool, seed: int, graph_optimization: str, sequential: bool, output: Path | None,
+                markdown: Path | None, report_dir: Path | None, as_json: bool) -> None:
     """Profile ONNX MODELS side by side: latency, throughput, memory and accuracy.
 
     The FIRST model is the reference (normally the float export): every other model's speed is given as
-    a latency ratio to it and its outputs are compared with the reference's on the same seeded random
-    inputs (SQNR, PSNR, cosine, max abs error; the reference against itself shows inf / 1 / 0).
+    a latency ratio to it and its outputs are compared with the reference's on the same inputs (SQNR,
+    PSNR, cosine, max abs error; the reference against itself shows inf / 1 / 0).
+
+    \b
+    What the models are fed: image inputs (float, 4-D, 1 or 3 channels) get natural images - your
+    --data folder, else photos bundled with scikit-image (or images qdeploy renders) - resized and
+    centre-cropped to the input shape and scaled to --input-range; other inputs get seeded uniform
+    random values; --random-inputs feeds random values everywhere. The report says which, next to
+    every accuracy number ("accuracy vs REF on BACKEND on ...").
 
     \b
     One report for several backends: rows are model x precision x backend. Precision is read from the
-    graph (fp32, fp16, int8-qdq, int4-weights); the INT8 column counts the quantized layers that will
-    run as INT8 kernels on that backend (ort-cuda: 0, it has no static INT8 kernels). Accuracy is
-    always against the first model on the first backend that runs.
+    graph: fp32, fp16, int8-qdq, int4-weights, or e.g. "W4A4 sim (8-bit storage)" for a sub-8-bit
+    accuracy simulation (its latency is an 8-bit graph's). The INT8 column counts the quantized layers
+    that will run as INT8 kernels on that backend (ort-cuda: 0, it has no static INT8 kernels).
+    Accuracy is always against the first model on the first backend that runs.
 
     \b
     Side-by-side timing: machine load drifts over seconds, so timing model A and then model B would
@@ -81,8 +95,8 @@ def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backends: tuple[st
 
     \b
     Peak memory is the growth of this process's RSS while each model is loaded and run once (models
-    are loaded one at a time). The report, with CPU model, VNNI support, runtime version and threads,
-    is written to --output (default ./profile.json).
+    are loaded one at a time). The JSON report, with CPU model, VNNI support, runtime version and
+    threads, is written only where asked: -o FILE, --report DIR, or stdout with --json.
     """
     from qdeploy.evaluate.profile import ProfileConfig, profile_models
     from qdeploy.evaluate.report import render_table
@@ -90,21 +104,37 @@ def profile_cmd(ctx: click.Context, models: tuple[Path, ...], backends: tuple[st
     source = ctx.get_parameter_source("iterations")
     if time_budget is not None and source is not None and source.name == "COMMANDLINE":
         raise click.UsageError("give either --iterations or --time-budget, not both")
+    if random_inputs and data is not None:
+        raise click.UsageError("give either --data (images to feed) or --random-inputs, not both")
     config = ProfileConfig(backends=backends, fp16=fp16, input_shapes=input_shapes, warmup=warmup,
                            iterations=iterations, time_budget_s=time_budget, threads=threads, seed=seed,
-                           input_range=input_range, graph_optimization=graph_optimization,
-                           interleave=not sequential)
+                           input_range=input_range or _default_range(models[0], quiet=as_json),
+                           graph_optimization=graph_optimization, interleave=not sequential,
+                           inputs="random" if random_inputs else "natural", data=data)
     err = console(stderr=True)
     with _ProgressBar(err) as progress:
         report = profile_models(list(models), config, progress=progress)
-    data = report.to_dict()
+    result = report.to_dict()
     out = console(stderr=as_json)
     out.print(render_table(report, width=out.width))
-    output_source = ctx.get_parameter_source("output")
-    json_path = output if report_dir is None or output_source.name == "COMMANDLINE" else None
-    _write_outputs(report, data, json_path, markdown, report_dir)
+    _write_outputs(report, result, output, markdown, report_dir)
     if as_json:
-        print_json(data)
+        print_json(result)
+
+
+def _default_range(model: Path, quiet: bool) -> tuple[float, float]:
+    """``--input-range`` when not given: what ``qdeploy export`` recorded for ``model`` (said on stderr),
+    else 0-1. Natural images scaled to the wrong range would measure accuracy off the model's domain."""
+    from qdeploy.artifacts import exported_pixel_range
+
+    found = exported_pixel_range(model) if model.is_file() else None
+    if found is None:
+        return 0.0, 1.0
+    if not quiet:
+        click.echo(f"input range {found} (recorded by qdeploy export in {model.parent / 'manifest.json'}; "
+                   f"--input-range to change)", err=True)
+    lo, hi = found.split("-")
+    return float(lo), float(hi)
 
 
 def _write_outputs(report: Any, data: dict[str, Any], output: Path | None, markdown: Path | None,

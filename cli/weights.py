@@ -57,8 +57,21 @@ def quantize_weights_cmd(model: Path, output: Path, bits: str, block_size: str, 
     done = summary.get("quantized", [])
     skipped = summary.get("skipped", {})
     con.print(f"quantized {len(done)} weights to INT{bits} (block {block_size}); {len(skipped)} left float")
-    for node, reason in list(skipped.items())[:10]:
-        con.print(f"  float: {node} ({reason})")
+    for line in _skipped_lines(skipped):
+        con.print(line, markup=False)
     ratio = sizes["input_bytes"] / max(sizes["output_bytes"], 1)
     con.print(f"wrote {output}  ({sizes['input_bytes'] / 1024:,.0f} KiB -> {sizes['output_bytes'] / 1024:,.0f} KiB,"
               f" {ratio:.2f}x smaller)")
+
+
+#: How many float (skipped) weights the summary names; the rest are counted, and all are in --json.
+SHOWN_SKIPPED = 10
+
+
+def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_SKIPPED) -> list[str]:
+    """One line per weight left float, the first ``shown`` of them, then ``+N more`` so a cut list is
+    never mistaken for the whole one."""
+    lines = [f"  float: {node} ({reason})" for node, reason in list(skipped.items())[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... +{len(skipped) - shown} more left float (all of them: --json)")
+    return lines

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "demo_rows", "run_demo"]
 
 Log = Callable[[str], None]
 
@@ -33,13 +33,18 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Paths of every artifact and the one table the demo prints (float vs INT8)."""
+    """Paths of every artifact and the one table the demo prints (float vs INT8).
+
+    ``accuracy_basis`` says what the rows' ``profile_sqnr_db`` was measured on (the profile's inputs);
+    PSNR/SSIM are on ``image_source``.
+    """
 
     float_model: Path
     qdq_model: Path
     rows: list[dict[str, Any]]
     image_source: str
     artifacts: dict[str, Path]
+    accuracy_basis: str = ""
 
 
 def _export(cfg: DemoConfig, log: Log) -> Path:
@@ -90,17 +95,29 @@ def run_demo(cfg: DemoConfig, log: Log = print) -> DemoResult:
     log(f"3/4 profiled on ORT CPU at {'x'.join(map(str, cfg.profile_shape))}, {cfg.threads} threads, interleaved")
     sr = evaluate_sr([float_path, qdq_path], SREvalConfig(dataset=eval_dir, scale=3, threads=cfg.threads))
     log(f"4/4 evaluated x3 SR on {eval_dir}")
+    arts = {"float": float_path, "qdq": qdq_path, "calibration_images": calib_dir, "eval_images": eval_dir,
+            "manifest": cfg.workdir / "manifest.json"}
+    return DemoResult(float_path, qdq_path, demo_rows(prof, sr, cfg.method), demo_image_source(), arts,
+                      prof.accuracy_basis())
+
+
+def demo_rows(prof: Any, sr: Any, method: str) -> list[dict[str, Any]]:
+    """The float, INT8 and bicubic rows of the demo table from the profile and the SR report.
+
+    ``p50_ratio`` is the INT8 p50 over the float p50, the very columns the table prints next to it
+    (the profile's own ratio is a median of per-round ratios, a different statistic that need not
+    match the p50s). ``profile_sqnr_db`` is measured on the profile's inputs (``prof.input_basis``).
+    """
     scored = list(sr.models)
+    base_p50 = prof.models[0].latency_ms.p50
     rows = []
-    for label, score, prof_row in zip(("float32", f"int8 {cfg.method}"), scored, prof.models, strict=True):
+    for label, score, prof_row in zip(("float32", f"int8 {method}"), scored, prof.models, strict=True):
         rows.append({
             "model": label, "psnr_y": score.psnr_y, "ssim_y": score.ssim_y,
             "delta_db": score.psnr_y - scored[0].psnr_y, "latency_p50_ms": prof_row.latency_ms.p50,
-            "latency_ratio": prof_row.ratio_vs_first, "size_kb": prof_row.size_bytes / 1024,
-            "random_input_sqnr_db": prof_row.worst_accuracy().get("sqnr_db", float("inf")),
+            "p50_ratio": prof_row.latency_ms.p50 / base_p50, "size_kb": prof_row.size_bytes / 1024,
+            "profile_sqnr_db": prof_row.worst_accuracy().get("sqnr_db", float("inf")),
         })
     rows.append({"model": "bicubic", "psnr_y": sr.bicubic.psnr_y, "ssim_y": sr.bicubic.ssim_y,
                  "delta_db": sr.bicubic.psnr_y - scored[0].psnr_y})
-    arts = {"float": float_path, "qdq": qdq_path, "calibration_images": calib_dir, "eval_images": eval_dir,
-            "manifest": cfg.workdir / "manifest.json"}
-    return DemoResult(float_path, qdq_path, rows, demo_image_source(), arts)
+    return rows

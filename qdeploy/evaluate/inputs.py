@@ -1,20 +1,25 @@
-"""Seeded random model inputs: the same feeds for every model profiled, so outputs are comparable.
+"""Model inputs for profiling: the same feeds for every model profiled, so outputs are comparable.
 
-Random uniform data in a user-given range is enough for latency (kernels do not care about content) and
-for *relative* accuracy (all models see identical inputs); ``--input-range 0,255`` matches models that
-take raw pixel values.
+Latency does not care about content, but accuracy does: a trained image network is only defined on
+images, and on uniform noise a quantized model's error says little about its error on photos (noise
+exercises activation ranges calibration never saw). So by default every 4-D float input with 1 or 3
+channels gets natural images (:func:`natural_inputs`: the user's ``--data`` folder, else the photos
+:mod:`qdeploy.export.natural` bundles), scaled to the model's input range; other inputs (token ids,
+masks) and ``--random-inputs`` get seeded uniform random values (:func:`make_inputs`). Either way the
+feeds come with a one-line description, so every accuracy number says what it was measured on.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from qdeploy.errors import InputError
 from qdeploy.types import TensorSpec
 
-__all__ = ["Shapes", "make_inputs", "megapixels"]
+__all__ = ["Shapes", "format_range", "make_inputs", "megapixels", "natural_inputs", "random_basis"]
 
 Shapes = dict[str, tuple[int, ...]] | tuple[int, ...] | None
 """One bare shape (single-input models), shapes by input name, or None (all dims static)."""
@@ -73,3 +78,63 @@ def megapixels(feeds: dict[str, np.ndarray]) -> float | None:
         return None
     n, _, h, w = first.shape
     return n * h * w / 1e6
+
+
+def format_range(value_range: tuple[float, float]) -> str:
+    """``(0.0, 255.0)`` -> ``"0..255"``: how reports write an input range."""
+    lo, hi = value_range
+    return f"{lo:g}..{hi:g}"
+
+
+def random_basis(value_range: tuple[float, float], seed: int) -> str:
+    """What seeded uniform feeds are, in words: ``"uniform random inputs in 0..1 (seed 0)"``."""
+    return f"uniform random inputs in {format_range(value_range)} (seed {seed})"
+
+
+def _is_image(value: np.ndarray) -> bool:
+    """A float NCHW batch with 1 (luma) or 3 (RGB) channels: what gets natural images."""
+    return value.dtype.kind == "f" and value.ndim == 4 and value.shape[1] in (1, 3)
+
+
+def _image_batch(like: np.ndarray, photos: tuple[np.ndarray, ...], first: int,
+                 value_range: tuple[float, float]) -> np.ndarray:
+    """A batch shaped and typed like ``like`` from photos ``first, first + 1, ...`` (cycling), each
+    resized to cover H x W and centre-cropped, scaled from 0..255 to ``value_range`` (1 channel: BT.601
+    Y in 16..235, as ``qdeploy calibrate --color y`` and ``qdeploy eval sr`` feed luma models)."""
+    from qdeploy.export.natural import fit_photo
+    from qdeploy.sr.metrics import y_channel
+
+    n, c, h, w = like.shape
+    lo, hi = value_range
+    items = []
+    for b in range(n):
+        rgb = fit_photo(photos[(first + b) % len(photos)], h, w)
+        pixels = y_channel(rgb)[:, :, None] if c == 1 else rgb.astype(np.float64)
+        items.append(lo + pixels.transpose(2, 0, 1) / 255.0 * (hi - lo))
+    return np.stack(items).astype(like.dtype)
+
+
+def natural_inputs(feeds: dict[str, np.ndarray], value_range: tuple[float, float], seed: int,
+                   data: Path | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """``feeds`` (from :func:`make_inputs`) with every image input replaced by natural images, and what
+    the feeds now are in words (for the accuracy label).
+
+    Images come from ``data`` (a folder or one file, sorted by name) or else the bundled photos (see
+    :func:`qdeploy.export.natural.load_photos`); non-image inputs keep their seeded random values.
+    Raises :class:`InputError` when ``data`` is missing or holds no readable images.
+    """
+    from qdeploy.export.natural import load_photos
+
+    names = [k for k, v in feeds.items() if _is_image(v)]
+    if not names:
+        return feeds, random_basis(value_range, seed)
+    source = load_photos(data, sum(feeds[k].shape[0] for k in names))
+    out, used = dict(feeds), 0
+    for name in names:
+        out[name] = _image_batch(feeds[name], source.images, used, value_range)
+        used += feeds[name].shape[0]
+    sizes = " and ".join(dict.fromkeys(f"{feeds[k].shape[-2]}x{feeds[k].shape[-1]}" for k in names))
+    text = f"{source.describe(min(used, len(source.images)))} at {sizes}, scaled to {format_range(value_range)}"
+    if len(names) < len(feeds):
+        text += f"; other inputs: {random_basis(value_range, seed)}"
+    return out, text

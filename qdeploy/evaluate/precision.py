@@ -3,7 +3,10 @@
 A profile row is ``model x precision x backend``. The precision is read from the graph itself rather
 than from the file name, because names lie and graphs do not: Q/DQ nodes mean explicit quantization
 (their integer dtype says int8, int16 or fp8), DequantizeLinear over int4 constants means int4 weights,
-and the dtype of the float initializers says fp32, fp16 or bf16.
+and the dtype of the float initializers says fp32, fp16 or bf16. A QDQ graph whose grids are narrower
+than their 8-bit storage (``--preset lowbit-sim``: Clip + int8 Q/DQ, or weights on a 4-bit grid) is an
+*accuracy simulation* of W4A4 & co., not an int8 deployment, and is labelled so: "W4A4 sim (8-bit
+storage)"; the bits come from :func:`qdeploy.graph.qdq_inventory.quantized_tensors`.
 
 INT8 *coverage* is the honest companion of "int8-qdq": a QDQ file only permits integer kernels, each
 backend fuses only some placements (see :mod:`qdeploy.trt.fusion`), and ONNX Runtime's CUDA provider
@@ -22,6 +25,7 @@ import onnx_ir as ir
 __all__ = [
     "CPU_FP16_NOTE",
     "CUDA_INT8_NOTE",
+    "LOWBIT_SIM_NOTE",
     "Coverage",
     "detect_precision",
     "fp16_copy",
@@ -33,6 +37,12 @@ CUDA_INT8_NOTE = "CUDA EP has no static INT8 kernels: QDQ runs as float"
 #: Why an FP16 row on ort-cpu is not an FP16 speed measurement (ORT's InsertCastTransformer).
 CPU_FP16_NOTE = ("ORT's CPU provider runs ops that lack FP16 kernels (Conv on x86, among others) in float32 "
                  "behind inserted Casts: this row shows FP16 rounding, not FP16 speed")
+#: Why a "W4A4 sim" row's latency is not that of a W4A4 deployment.
+LOWBIT_SIM_NOTE = ("sub-8-bit accuracy simulation (low-bit grids in 8-bit storage, Clip + Q/DQ): the accuracy is "
+                   "the low-bit model's, the latency this 8-bit Q/DQ graph's, not a low-bit kernel's (none on CPU)")
+#: Weights narrower than this count as a low-bit grid. 7-bit weights are int8 kernel safety, not a
+#: low-bit scheme (ORT's reduce_range; qdeploy's pair-saturation guard can shrink some weights too).
+_LOWBIT_WEIGHT_BITS = 7
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _INT4 = {ir.DataType.INT4, ir.DataType.UINT4}
@@ -76,7 +86,30 @@ def _quant_label(model: ir.Model) -> str | None:
     if dtypes & _INT4:
         return "int4-weights"
     labels = sorted({_QUANT_LABELS.get(d, "fp8" if "FLOAT8" in d.name else d.name.lower()) for d in dtypes})
+    if labels == ["int8"] and (sim := _lowbit_label(model)) is not None:
+        return sim
     return f"{'+'.join(labels) or 'int8'}-qdq"
+
+
+def _lowbit_label(model: ir.Model) -> str | None:
+    """``"W4A4 sim (8-bit storage)"`` when some grid is narrower than its 8-bit storage, else None.
+
+    Activations count when a grid Clip narrows them; weights when their codes span fewer than
+    :data:`_LOWBIT_WEIGHT_BITS` bits. Mixed precision lists every width: ``"W4/8A4/8 sim ..."``.
+    """
+    from qdeploy.errors import QDeployError
+    from qdeploy.graph.qdq_inventory import quantized_tensors
+
+    try:
+        tensors = quantized_tensors(model.graph)
+    except (QDeployError, ValueError, TypeError, IndexError):  # an unusual graph keeps the dtype label
+        return None
+    weights = sorted({t.bits for t in tensors if t.kind == "weight"})
+    acts = sorted({t.bits for t in tensors if t.kind == "activation"})
+    if not ((weights and weights[0] < _LOWBIT_WEIGHT_BITS) or (acts and acts[0] < 8)):
+        return None
+    parts = [f"{kind}{'/'.join(map(str, bits))}" for kind, bits in (("W", weights), ("A", acts)) if bits]
+    return f"{''.join(parts)} sim (8-bit storage)"
 
 
 def _float_label(model: ir.Model) -> str:

@@ -1,10 +1,12 @@
 """Latency, memory and accuracy of several ONNX models on one or more backends, in one report.
 
 Rows are ``model x precision x backend``. The first model, run on the first backend that works, is the
-accuracy reference: every row's outputs are compared with it on the *same* seeded random inputs (SQNR,
-PSNR, cosine, max abs error per output). Speed is compared within a backend: ``ratio_vs_first`` is a
-row's latency relative to the first model on the same backend (the median per-round ratio when the
-models are timed interleaved; see :mod:`qdeploy.evaluate.timing` for why).
+accuracy reference: every row's outputs are compared with it on the *same* inputs (SQNR, PSNR, cosine,
+max abs error per output): natural images for image inputs by default, else seeded uniform random
+values (see :mod:`qdeploy.evaluate.inputs`); the report says which (``ProfileReport.input_basis``).
+Speed is compared within a backend: ``ratio_vs_first`` is a row's latency relative to the first model
+on the same backend (the median per-round ratio when the models are timed interleaved; see
+:mod:`qdeploy.evaluate.timing` for why).
 
 A backend that cannot run here becomes *skipped* rows that say why, as long as one backend works; when
 none works the backend's :class:`BackendUnavailableError` is raised as before. With ``fp16`` every
@@ -27,10 +29,17 @@ import numpy as np
 
 from qdeploy.backends import BACKENDS, Session, SessionOptions
 from qdeploy.errors import BackendUnavailableError, InputError, QDeployError
-from qdeploy.evaluate.inputs import make_inputs, megapixels
+from qdeploy.evaluate.inputs import make_inputs, megapixels, natural_inputs, random_basis
 from qdeploy.evaluate.machine import PeakRss, machine_info
 from qdeploy.evaluate.metrics import compare
-from qdeploy.evaluate.precision import CPU_FP16_NOTE, Coverage, detect_precision, fp16_copy, int8_coverage
+from qdeploy.evaluate.precision import (
+    CPU_FP16_NOTE,
+    LOWBIT_SIM_NOTE,
+    Coverage,
+    detect_precision,
+    fp16_copy,
+    int8_coverage,
+)
 from qdeploy.evaluate.profile_types import (
     LatencyStats,
     ModelProfile,
@@ -98,11 +107,13 @@ class _Loaded:
 
 @dataclass(frozen=True)
 class _Reference:
-    """The accuracy reference: the first model's outputs on the first backend that ran, and the feeds."""
+    """The accuracy reference: the first model's outputs on the first backend that ran, the feeds, and
+    what the feeds are in words."""
 
     backend: str
     feeds: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    basis: str
 
 
 def profile_models(models: list[Path], config: ProfileConfig,
@@ -145,6 +156,7 @@ def profile_models(models: list[Path], config: ProfileConfig,
         models=tuple(rows),
         skipped=tuple(skipped),
         reference_backend=ref.backend,
+        input_basis=ref.basis,
     )
 
 
@@ -203,7 +215,7 @@ def _profile_backend(name: str, entries: list[_Entry], config: ProfileConfig, re
     base = SessionOptions(threads=config.threads, graph_optimization=config.graph_optimization)
     options = {e.name: dataclasses.replace(base, fp16=e.variant == "fp16") for e in entries}
     notify(f"preparing {entries[0].name} on {name}", 0, len(entries))
-    feeds = _prime_runtime(backend, entries[0].run_path, base, config, None if ref is None else ref.feeds)
+    feeds, basis = _prime_runtime(backend, entries[0].run_path, base, config, ref)
     interleave = config.interleave and len(entries) > 1
     loaded: list[_Loaded] = []
     skipped: list[SkippedRow] = []
@@ -218,7 +230,7 @@ def _profile_backend(name: str, entries: list[_Entry], config: ProfileConfig, re
             skipped.append(entry.skipped(name, f"{exc.message}"))
             continue
         try:
-            ref = ref or _Reference(name, feeds, outputs)
+            ref = ref or _Reference(name, feeds, outputs, basis)
             loaded.append(_Loaded(entry, create_s, rss, _accuracy(ref.outputs, outputs)))
             if not interleave:
                 sequential_times.append(time_sequential(session, feeds, config, len(entries), notify,
@@ -237,23 +249,34 @@ def _profile_backend(name: str, entries: list[_Entry], config: ProfileConfig, re
 
 
 def _prime_runtime(backend: Any, path: Path, options: SessionOptions, config: ProfileConfig,
-                   feeds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Make the shared feeds from the reference's inputs (unless given) and run it once, unmeasured.
+                   ref: _Reference | None) -> tuple[dict[str, np.ndarray], str]:
+    """Make the shared feeds from the reference's inputs (unless ``ref`` has them) and run it once,
+    unmeasured -> (feeds, what they are in words).
 
     The first session in a process pays one-time runtime costs (library init, thread pools, allocator
     arenas); without this run they would be charged to the reference's load time and memory only.
-    Bad shapes fail here, before anything is timed.
+    Bad shapes and an unreadable ``--data`` fail here, before anything is timed.
     """
     session = backend.open(path, options)
     try:
-        if feeds is None:
-            feeds = make_inputs(session.inputs, config.input_shapes, config.seed, config.input_range)
+        if ref is None:
+            feeds, basis = _make_feeds(session.inputs, config)
+        else:
+            feeds, basis = ref.feeds, ref.basis
         session.run(feeds)
     finally:
         session.close()
         del session
         gc.collect()
-    return feeds
+    return feeds, basis
+
+
+def _make_feeds(specs: list[Any], config: ProfileConfig) -> tuple[dict[str, np.ndarray], str]:
+    """Seeded random feeds, with natural images on the image inputs unless ``config.inputs == "random"``."""
+    feeds = make_inputs(specs, config.input_shapes, config.seed, config.input_range)
+    if config.inputs == "random":
+        return feeds, random_basis(config.input_range, config.seed)
+    return natural_inputs(feeds, config.input_range, config.seed, config.data)
 
 
 def _first_run(backend: Any, path: Path, options: SessionOptions,
@@ -283,6 +306,8 @@ def _rows(loaded: list[_Loaded], columns: list[np.ndarray], feeds: dict[str, np.
         ratio = float(np.median(columns[i] / columns[0])) if interleaved else stats[i].p50 / stats[0].p50
         per_s = 1000.0 / stats[i].mean
         cpu_fp16 = backend == "ort-cpu" and "fp16" in entry.precision
+        notes = [CPU_FP16_NOTE] if cpu_fp16 else []
+        notes += [LOWBIT_SIM_NOTE] if " sim" in entry.precision else []
         rows.append(ModelProfile(
             name=entry.name,
             path=str(entry.source),
@@ -298,6 +323,6 @@ def _rows(loaded: list[_Loaded], columns: list[np.ndarray], feeds: dict[str, np.
             precision=entry.precision,
             coverage=entry.coverage.get(backend),
             variant=entry.variant,
-            note=CPU_FP16_NOTE if cpu_fp16 else "",
+            note="; ".join(notes),
         ))
     return rows

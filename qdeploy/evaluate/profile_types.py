@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,10 @@ from qdeploy.backends import SessionOptions
 from qdeploy.evaluate.inputs import Shapes
 from qdeploy.evaluate.precision import Coverage
 
-__all__ = ["LatencyStats", "ModelProfile", "ProfileConfig", "ProfileReport", "SkippedRow"]
+__all__ = ["INPUT_KINDS", "LatencyStats", "ModelProfile", "ProfileConfig", "ProfileReport", "SkippedRow"]
+
+#: What ``ProfileConfig.inputs`` may say: natural images for image inputs, or uniform random everywhere.
+INPUT_KINDS = ("natural", "random")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,11 @@ class ProfileConfig:
     ``backends`` lists every backend to profile on, in order; empty means ``(backend,)``. When given,
     ``backend`` is set to its first entry, so single-backend code reading ``backend`` keeps working.
     ``fp16`` adds an FP16 row (float16 math, float32 I/O) for every float32 model.
+
+    ``inputs`` says what the models are fed: ``"natural"`` (the default) gives every image input (float,
+    4-D, 1 or 3 channels) natural images from ``data`` (a folder of the user's images) or else bundled
+    photos, scaled to ``input_range``; ``"random"`` gives every input seeded uniform values in
+    ``input_range``. Inputs that are not images are random either way.
     """
 
     backend: str = "ort-cpu"
@@ -42,6 +51,8 @@ class ProfileConfig:
     input_range: tuple[float, float] = (0.0, 1.0)
     graph_optimization: str = "all"
     interleave: bool = True
+    inputs: str = "natural"
+    data: Path | None = None
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -58,6 +69,10 @@ class ProfileConfig:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"input_range must be finite (low, high) with low < high, got {lo, hi}")
         SessionOptions(graph_optimization=self.graph_optimization)  # validates the level name
+        if self.inputs not in INPUT_KINDS:
+            raise ValueError(f"inputs must be one of {INPUT_KINDS}, got {self.inputs!r}")
+        if self.data is not None and self.inputs != "natural":
+            raise ValueError("data (images to feed) needs inputs='natural'")
         self._normalize_backends()
         given = self.input_shapes
         if isinstance(given, list):  # a list shape is a common slip; store the documented tuple
@@ -165,8 +180,10 @@ class ProfileReport:
 
     ``models`` holds the measured rows (backend by backend, in the configured order), ``skipped`` the
     rows that could not run; :meth:`rows` interleaves both in table order. ``reference_backend`` is the
-    backend whose first-model outputs every row's accuracy is measured against. :meth:`to_dict` is strict
-    JSON (see :func:`qdeploy.evaluate.report.report_dict`).
+    backend whose first-model outputs every row's accuracy is measured against; ``input_basis`` says
+    what every model was fed ("1 bundled photo (scikit-image) at 360x640, scaled to 0..255"), because an
+    accuracy number means little without it (:meth:`accuracy_basis`). :meth:`to_dict` is strict JSON
+    (see :func:`qdeploy.evaluate.report.report_dict`).
     """
 
     machine: dict[str, Any]
@@ -176,6 +193,13 @@ class ProfileReport:
     models: tuple[ModelProfile, ...]
     skipped: tuple[SkippedRow, ...] = ()
     reference_backend: str | None = None
+    input_basis: str = ""
+
+    def accuracy_basis(self) -> str:
+        """``"accuracy vs model.onnx on ort-cpu on <input_basis>"``: the label every accuracy column needs."""
+        ref = self.models[0].name if self.models else "the first model"
+        on = f" on {self.reference_backend}" if self.reference_backend else ""
+        return f"accuracy vs {ref}{on} on {self.input_basis or 'unrecorded inputs'}"
 
     def rows(self) -> list[ModelProfile | SkippedRow]:
         """Measured and skipped rows grouped by backend in the configured backend order."""

@@ -31,6 +31,7 @@ __all__ = [
     "format_ms",
     "json_safe",
     "machine_line",
+    "ratio_statistic",
     "render_markdown",
     "render_table",
     "report_dict",
@@ -164,15 +165,21 @@ def machine_line(report: ProfileReport) -> str:
             f"{report.timing_mode} timing")
 
 
+def ratio_statistic(report: ProfileReport) -> str:
+    """Which statistic 'vs 1st' (``ratio_vs_first``) is: it need not equal the ratio of the p50 columns."""
+    return "median per-round ratio" if report.timing_mode == "interleaved" else "ratio of p50s"
+
+
 def caption(report: ProfileReport) -> str:
     """How to read the table: the reference, what 'vs 1st' is, what accuracy and memory mean."""
     ref = report.models[0].name if report.models else "-"
     on = f" on {report.reference_backend}" if report.reference_backend else ""
-    how = "median per-round ratio" if report.timing_mode == "interleaved" else "ratio of p50s"
+    how = ratio_statistic(report)
+    basis = report.input_basis or "the same inputs"
     text = (f"reference: {ref}{on}. 'vs 1st' = latency {how} against the first model on the same backend "
-            f"(<1 is faster). Accuracy = worst output vs the reference on the same inputs. peak mem = RSS "
-            f"growth of this process while the model loaded and ran once (host memory only). INT8 = "
-            f"quantized layers that run as INT8 kernels on that backend / quantized layers.")
+            f"(<1 is faster). Accuracy (SQNR, PSNR, cosine, max abs) = worst output vs the reference, measured "
+            f"on {basis}. peak mem = RSS growth of this process while the model loaded and ran once (host "
+            f"memory only). INT8 = quantized layers that run as INT8 kernels on that backend / quantized layers.")
     if any(b in _GPU_BACKENDS for b in report.config.backends):
         text += " GPU latencies include the host<->device copies of inputs and outputs."
     return text
@@ -184,6 +191,9 @@ def report_dict(report: ProfileReport) -> dict[str, Any]:
     Version 2 keeps every version 1 key with its meaning (``machine.backend`` is the reference backend)
     and adds ``backends``, ``reference_backend``, per-row ``backend``/``precision``/``coverage``/
     ``variant``/``note``, and ``skipped`` rows; :func:`upgrade_profile_dict` reads version 1 files.
+    ``accuracy_basis`` ("accuracy vs REF on BACKEND on <inputs>"), ``input_basis`` (what the models
+    were fed) and ``ratio_statistic`` (what ``ratio_vs_first`` is) were added later within version 2:
+    files without them were measured on uniform random inputs (``config.input_range``, ``config.seed``).
     """
     models = []
     for m in report.models:
@@ -197,14 +207,25 @@ def report_dict(report: ProfileReport) -> dict[str, Any]:
         "version": SCHEMA_VERSION,
         "reference": report.models[0].name if report.models else None,
         "reference_backend": report.reference_backend,
+        "accuracy_basis": report.accuracy_basis(),
+        "input_basis": report.input_basis,
         "backends": list(report.config.backends),
         "timing_mode": report.timing_mode,
+        "ratio_statistic": ratio_statistic(report),
         "machine": report.machine,
-        "config": asdict(report.config),
+        "config": _config_dict(report.config),
         "inputs": {k: list(v) for k, v in report.inputs.items()},
         "models": models,
         "skipped": [asdict(s) for s in report.skipped],
     })
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """``asdict`` of the config with paths as strings, so ``to_dict()`` is plain JSON."""
+    out = asdict(config)
+    if out.get("data") is not None:
+        out["data"] = str(out["data"])
+    return out
 
 
 def upgrade_profile_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +252,8 @@ def upgrade_profile_dict(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_table(report: ProfileReport, width: int | None = None) -> Group:
-    """:func:`machine_line`, a rich table of :func:`summary_rows`, and a caption saying how to read it.
+    """:func:`machine_line`, what accuracy was measured on, a rich table of :func:`summary_rows`, and a
+    caption saying how to read it.
 
     One row per model; when ``width`` (the console's) is too narrow for the 12 columns, the table is
     transposed (one column per model) so no number is cut off.
@@ -240,8 +262,8 @@ def render_table(report: ProfileReport, width: int | None = None) -> Group:
     from rich.text import Text
 
     notes = [Text(f"- {note}") for note in row_notes(report, inline_notes=False)]
-    return Group(Text(machine_line(report), style="bold"), _table(report, width), *notes,
-                 Text(caption(report)))
+    return Group(Text(machine_line(report), style="bold"), Text(report.accuracy_basis()), _table(report, width),
+                 *notes, Text(caption(report)))
 
 
 def _table(report: ProfileReport, width: int | None) -> Table:
@@ -271,8 +293,8 @@ def _table(report: ProfileReport, width: int | None) -> Table:
 
 
 def render_markdown(report: ProfileReport) -> str:
-    """A GitHub-markdown table with the machine line above and the caption below."""
-    lines = [f"**{machine_line(report)}**", "", "| " + " | ".join(HEADERS) + " |",
+    """A GitHub-markdown table with the machine line and the accuracy basis above, the caption below."""
+    lines = [f"**{machine_line(report)}**", "", report.accuracy_basis(), "", "| " + " | ".join(HEADERS) + " |",
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(HEADERS) - 3)) + "|"]
     for row in summary_rows(report):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")

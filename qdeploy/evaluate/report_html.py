@@ -164,7 +164,7 @@ def render_html(report: ProfileReport) -> str:
             f'<figure id="latency-chart">{latency}<figcaption>p50 latency per model and backend; the '
             f"whisker reaches p99.</figcaption></figure>"
             f'<figure id="accuracy-chart">{accuracy}<figcaption>Each row\'s worst-output SQNR against the '
-            f"reference, by p50 latency.</figcaption></figure>"
+            f"reference, by p50 latency ({html.escape(report.accuracy_basis())}).</figcaption></figure>"
         )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

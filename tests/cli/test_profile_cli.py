@@ -59,14 +59,14 @@ def test_json_stdout_equals_the_written_file(models: tuple[Path, Path], tmp_path
     assert data["config"]["iterations"] == 4 and data["config"]["threads"] == 1
 
 
-def test_default_output_is_profile_json_in_cwd(models: tuple[Path, Path], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_json_file_unless_asked(models: tuple[Path, Path], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     result = _invoke(models[0], *FAST, "--markdown", "table.md")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in work.iterdir()) == ["profile.json", "table.md"]
+    assert sorted(p.name for p in work.iterdir()) == ["table.md"]  # no stray ./profile.json
     assert not (models[0].parent / "profile.json").exists()
     assert "p50 ms" in result.stdout  # without --json the table is on stdout
     assert "| float.onnx |" in (work / "table.md").read_text()

@@ -57,7 +57,8 @@ def test_perturbed_sqnr_matches_independent_numpy(float_and_perturbed) -> None:
     a, b, w, w2 = float_and_perturbed
     _, bias = conv_weights()
     lo, hi, seed = -1.0, 2.0, 7
-    report = _profile([a, b], input_range=(lo, hi), seed=seed)
+    report = _profile([a, b], input_range=(lo, hi), seed=seed, inputs="random")
+    assert report.input_basis == "uniform random inputs in -1..2 (seed 7)"
     x = np.random.default_rng(seed).uniform(lo, hi, size=(1, 3, 8, 8)).astype(np.float32)
     ref, out = numpy_conv_relu(x, w, bias), numpy_conv_relu(x, w2, bias)
     expected_sqnr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - out) ** 2))
