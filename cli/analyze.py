@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,10 @@ def _write(
         save_model(plan.model, output)
         note.print(f"wrote {output}")
     if plan is not None and cache is not None:
-        save_cache(cache, dataclasses.replace(cache_obj, precision_map=dict(plan.precision_map)))
+        # the map stays keyed by ONNX names (ApplyPrecisionMapPass reads it); "modules" only helps a reader
+        modules = {t.name: t.label or t.name for t in result.tensors}
+        save_cache(cache, dataclasses.replace(cache_obj, precision_map=dict(plan.precision_map),
+                                              extra={**cache_obj.extra, "modules": modules}))
         note.print(f"wrote the precision map into {cache}")
     if report_dir is not None:
         from qdeploy.analyze.report import write_analysis_report
@@ -228,19 +232,92 @@ def _write(
         note.print(f"wrote {report_dir / 'report.html'}")
 
 
+#: Console width from which the table shows every column (below it: the compact set and a legend).
+_WIDE = 100
+#: Narrowest tensor column: below it long paths would take more lines than they save.
+_MIN_TENSOR = 16
+
+
 def _print(result: Any, plan: Any, top: int) -> None:
+    """The ranking table, readable at 80 columns: tensors by module path (ONNX name dimmed beneath).
+
+    The full column set needs ~100 columns; narrower consoles get the columns that decide what to do
+    (own SQNR, clipping, output SQNR with only this tensor quantized, share of the noise) and a legend;
+    ``--report`` and ``--json`` always hold everything. Long module paths wrap at their dots.
+    """
     from qdeploy_cli._common import console
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
-    from qdeploy.analyze.report import _COLUMNS, _rows, _summary_lines
+    from qdeploy.analyze.report import _summary_lines
 
     out = console()
-    table = Table(*_COLUMNS, title=f"Most harmful quantized tensors (top {min(top, len(result.tensors))})")
-    for row in _rows(result, top):
-        table.add_row(*row)
+    wide = out.width >= _WIDE
+    columns = _columns(wide)
+    rows = [(t, _cells(t, wide)) for t in result.tensors[:top]]
+    others = sum(max([len(name), *(len(c[i]) for _, c in rows)]) for i, (name, _) in enumerate(columns) if i != 1)
+    room = max(_MIN_TENSOR, out.width - others - 2 * len(columns))
+    title = f"Most harmful quantized tensors (top {min(top, len(result.tensors))})"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name, kwargs in columns:
+        table.add_column(name, **kwargs)
+    for t, cells in rows:
+        label = t.label or t.name
+        tensor = escape(_fold(label, room))
+        if label != t.name:
+            tensor += f"\n[dim]{escape(_fold(t.name, room))}[/dim]"
+        table.add_row(cells[0], tensor, *cells[2:])
     out.print(table)
+    if not wide:
+        out.print("[dim]SQNR: the tensor vs float; only-q: output SQNR with only this tensor quantized; "
+                  "share: of the output noise. All columns: --report DIR or --json.[/dim]")
     for line in _summary_lines(result, plan):
         out.print(line)
+
+
+def _fold(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width``, broken after ``.``, ``/`` or a space where it can be."""
+    lines, line = [], ""
+    for part in re.findall(r"[^./ ]*[./ ]|[^./ ]+$", text):
+        if line and len(line) + len(part.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        while len(part) > width:
+            lines.append(part[:width])
+            part = part[width:]
+        line += part
+    return "\n".join([*lines, line.rstrip()] if line else lines)
+
+
+def _columns(wide: bool) -> list[tuple[str, dict[str, Any]]]:
+    """(header, rich column options) of the table; column 1 is the tensor."""
+    num = {"justify": "right", "no_wrap": True}
+    cols: list[tuple[str, dict[str, Any]]] = [
+        ("#", num),
+        ("tensor", {"overflow": "fold", "min_width": _MIN_TENSOR}),
+        ("bits", {"no_wrap": True}),
+        ("SQNR dB", num),
+    ]
+    if wide:
+        cols.append(("local dB", num))
+    cols += [("clip %", num), ("only-q dB", num)]
+    if wide:
+        cols.append(("only-f dB", num))
+    return [*cols, ("share", num)]
+
+
+def _cells(t: Any, wide: bool) -> list[str]:
+    """One row as plain text (the tensor cell is filled in by :func:`_print`)."""
+    from qdeploy.analyze.report import _fmt
+
+    cells = [str(t.rank), "", f"{'W' if t.kind == 'weight' else 'A'}{t.bits}", _fmt(t.sqnr_db)]
+    if wide:
+        cells.append(_fmt(t.local_sqnr_db))
+    cells += [f"{100 * t.clipped_fraction:.3g}", _fmt(t.only_quantized_sqnr_db)]
+    if wide:
+        cells.append(_fmt(t.only_float_sqnr_db))
+    return [*cells, f"{t.contribution:.3g}"]
 
 
 @contextlib.contextmanager

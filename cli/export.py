@@ -128,6 +128,7 @@ def result_dict(result: ExportResult) -> dict[str, Any]:
         "inputs": [spec(s) for s in result.input_specs],
         "outputs": [spec(s) for s in result.output_specs],
         "parity": result.parity.to_dict(),
+        "module_names": result.named_values,
         "manifest": str(result.manifest) if result.manifest else None,
     }
 
@@ -161,6 +162,8 @@ def _print_summary(result: ExportResult) -> None:
                    f"(>= {report.tolerance.min_sqnr_db:g}), max abs error {report.worst_max_abs_error:.3g} "
                    f"(<= {allowed:.3g}) at {', '.join(sizes)}"),
         ("fed", report.inputs),
+        ("names", f"{result.named_values} tensors named after their PyTorch modules" if result.named_values
+                  else "no PyTorch module names recorded: tables show ONNX names"),
         ("file", f"{result.path} ({size_kib:,.1f} KiB)"),
         ("manifest", str(result.manifest)),
     ]

@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,18 @@ _SLOT_IN = 0.09  # inches of figure width per bar: >= 9 px, so neighbouring bars
 _INF_HEADROOM_DB = 10.0
 _HIST_TOP = 4
 _NAMED_BARS = 40  # up to this many bars carry their tensor names
+
+
+def _label(t: TensorSensitivity) -> str:
+    """The tensor as a reader finds it in the PyTorch source (its ONNX name when none was recorded)."""
+    return t.label or t.name
+
+
+def _map_rows(result: SensitivityResult, plan: PrecisionPlan) -> list[list[str]]:
+    """Precision-map rows: #, module, ONNX name (the map's key), precision."""
+    shown = {t.name: _label(t) for t in result.tensors}
+    return [[str(i + 1), shown.get(name, name), name, label]
+            for i, (name, label) in enumerate(plan.precision_map.items())]
 
 
 def _graph_order(result: SensitivityResult) -> list[TensorSensitivity]:
@@ -86,7 +99,7 @@ def sqnr_figure(result: SensitivityResult) -> Figure:
         [t.kind for t in tensors],
         "SQNR vs float tensor (dB)",
         "Per-tensor error (lower bar = more error)",
-        [t.name for t in tensors],
+        [_label(t) for t in tensors],
     )
 
 
@@ -99,7 +112,7 @@ def contribution_figure(result: SensitivityResult) -> Figure:
         [t.kind for t in tensors],
         label,
         "Output sensitivity (higher bar = hurts the output more)",
-        [t.name for t in tensors],
+        [_label(t) for t in tensors],
     )
 
 
@@ -124,8 +137,9 @@ def histogram_figure(result: SensitivityResult, name: str) -> Figure:
                     linewidth=1.4,
                     label=label if k == 0 else None,
                 )
+    shown = _label(t) if _label(t) == name else f"{_label(t)} = {name}"
     ax.set_title(
-        f"#{t.rank} {name} ({t.kind}, int{t.bits}): clipped {100 * t.clipped_fraction:.3g}%", fontsize=9
+        f"#{t.rank} {shown} ({t.kind}, int{t.bits}): clipped {100 * t.clipped_fraction:.3g}%", fontsize=9
     )
     ax.set_xlabel("float value")
     ax.set_ylabel("count (log)")
@@ -208,19 +222,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_COLUMNS = (
-    "rank",
-    "#",
-    "tensor",
-    "kind",
-    "bits",
-    "SQNR dB",
-    "local dB",
-    "clipped %",
-    "only-quantized out dB",
-    "only-float out dB",
-    "contribution",
-)
+_COLUMNS = ("rank", "#", "module", "ONNX name", "kind", "bits", "SQNR dB", "local dB", "clipped %",
+            "only-quantized out dB", "only-float out dB", "contribution")
 
 
 def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
@@ -228,6 +231,7 @@ def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
         [
             str(t.rank),
             str(t.index + 1),
+            _label(t),
             t.name,
             t.kind,
             f"int{t.bits}",
@@ -291,15 +295,25 @@ def render_markdown(
     for key, file in (images or {}).items():
         out += ["", f"![{key}]({file})"]
     if plan is not None:
-        out += ["", "## Precision map", "", "| # | tensor | precision |", "|---|---|---|"]
-        out += [f"| {i + 1} | {name} | {label} |" for i, (name, label) in enumerate(plan.precision_map.items())]
+        out += ["", "## Precision map", "", "| # | module | ONNX name | precision |", "|---|---|---|---|"]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _map_rows(result, plan)]
     return "\n".join(out) + "\n"
 
 
 def _html_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td{_align(c)}>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(cell: str) -> str:
+    """A ``<td>`` whose text may wrap after ``.`` and ``/`` (module paths have no spaces to wrap at); the
+    unbroken text is also its ``title``, so the name stays one searchable string in the page."""
+    text = html.escape(cell)
+    if _align(cell) == "":
+        return f"<td>{text}</td>"
+    broken = re.sub(r"([./])(?=\w)", r"\1<wbr>", text)
+    return f"<td class=t>{broken}</td>" if broken == text else f'<td class=t title="{text}">{broken}</td>'
 
 
 def _align(cell: str) -> str:
@@ -331,10 +345,8 @@ def render_html(
     )
     pmap = ""
     if plan is not None:
-        pmap = "<h2>Precision map</h2>" + _html_table(
-            ["#", "tensor", "precision"],
-            [[str(i + 1), name, label] for i, (name, label) in enumerate(plan.precision_map.items())],
-        )
+        pmap = "<h2>Precision map</h2>" + _html_table(["#", "module", "ONNX name", "precision"],
+                                                      _map_rows(result, plan))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>qdeploy analyze</title>'
         f"<style>{_STYLE}{_PRINT_STYLE}</style></head><body><h1>qdeploy analyze</h1><ul class=notes>{summary}</ul>"

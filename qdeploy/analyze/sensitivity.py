@@ -47,6 +47,7 @@ from qdeploy.analyze.segments import PrefixRunner
 from qdeploy.analyze.switch import SwitchGraph, build_switch_graph
 from qdeploy.analyze.tensor_stats import Stats, db, grid_limits, tensor_stats, weight_stats
 from qdeploy.errors import InputError
+from qdeploy.graph.names import merged_labels
 from qdeploy.graph.qdq_inventory import FloatLookup
 
 __all__ = [
@@ -103,6 +104,8 @@ class TensorSensitivity:
 
     ``rank`` is 1 for the most harmful tensor; ``index`` is the tensor's position in graph order.
     ``grid`` is the float span of an activation's grid, ``calib_range`` the calibration cache's [lo, hi].
+    ``label``: what a reader finds in the PyTorch source (``blocks.1.conv (Conv)``, ``attn.qkv.weight``;
+    :func:`qdeploy.graph.names.labels`), for display only: ``name`` stays the key everywhere.
     """
 
     name: str
@@ -121,6 +124,7 @@ class TensorSensitivity:
     only_float_score: float | None = None
     grid: tuple[float, float] | None = None
     calib_range: tuple[float, float] | None = None
+    label: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -260,7 +264,8 @@ def analyze_sensitivity(
         "prefix_cuts": float(len(runner.cuts)),
         "prefix_cache_mb": runner.cache_bytes / 2**20,
     }
-    return _assemble(switch, stats, result, ranges or {}, timings, len(batches))
+    shown = merged_labels(float_model, qdq_model)
+    return _assemble(switch, stats, result, ranges or {}, timings, len(batches), shown)
 
 
 class _Sweep:
@@ -336,6 +341,7 @@ def _assemble(
     ranges: dict[str, Any],
     timings: dict[str, float],
     samples: int,
+    shown: dict[str, str] | None = None,
 ) -> SensitivityResult:
     entries = []
     for i, t in enumerate(switch.tensors):
@@ -358,6 +364,7 @@ def _assemble(
                 only_float_score=c[1],
                 grid=grid_limits(t),
                 calib_range=None if r is None else (float(r.lo), float(r.hi)),
+                label=(shown or {}).get(t.name, t.name),
             )
         )
     order = sorted(

@@ -143,14 +143,16 @@ class _Meter:
 
 
 def _producers(float_model: ir.Model) -> dict[str, str]:
-    """Tensor name -> ``"OpType node_name"`` of the node computing it (graph inputs: ``"input"``)."""
-    from qdeploy.analyze.sensitivity import prepared_float
+    """Tensor name -> what computed it, as a reader finds it in the PyTorch source: ``body.2.c3 (Conv)``.
 
-    out = {v.name: "graph input" for v in float_model.graph.inputs}
-    out |= dict.fromkeys(float_model.graph.initializers, "weight")
-    for node in prepared_float(float_model).graph:
-        for value in node.outputs:
-            out[value.name] = f"{node.op_type} {node.name}"
+    From :func:`qdeploy.graph.names.labels` (``node_conv2d (Conv)`` when the export recorded no module
+    path; weights ``<module>.weight``); graph inputs: ``"graph input"``.
+    """
+    from qdeploy.analyze.sensitivity import prepared_float
+    from qdeploy.graph.names import labels
+
+    out = labels(prepared_float(float_model))
+    out |= {v.name: "graph input" for v in float_model.graph.inputs}
     return out
 
 

@@ -11,7 +11,10 @@ The steps, and why each exists:
 4. Parity: ONNX Runtime CPU vs PyTorch on photos for image inputs (a trained image net may blow up on
    noise; :mod:`qdeploy.export.natural`), seeded random values otherwise, and at a second size for
    dynamic axes; a mismatch is an :class:`ExportError` that names the numbers and what was fed.
-5. Write the model atomically plus a ``manifest.json`` entry that records how it was made.
+5. Record which PyTorch module computed each value (``blocks.1.conv``) from the raw export's node
+   metadata, which onnxsim drops, and store it in the model's metadata (:mod:`qdeploy.graph.names`):
+   tables and reports show those names instead of ``conv2d_29``; the ONNX value names stay as they are.
+6. Write the model atomically plus a ``manifest.json`` entry that records how it was made.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from qdeploy.export.parity import (
     run_parity,
 )
 from qdeploy.export.spec import ResolvedModel, resolve_spec
+from qdeploy.graph.names import attach_modules, record_modules
 from qdeploy.types import TensorSpec
 
 if TYPE_CHECKING:
@@ -120,6 +124,7 @@ class ExportResult:
     kind: str = ""
     simplify_note: str | None = None
     manifest: Path | None = None
+    named_values: int = 0
 
 
 def export_model(config: ExportConfig) -> ExportResult:
@@ -133,16 +138,18 @@ def export_model(config: ExportConfig) -> ExportResult:
     axes = dynamic_axes(inputs, config.dynamic_batch, config.dynamic_hw)
     n_outputs = _count_outputs(resolved.module, inputs)
     model, used, reason = _export(resolved.module, inputs, n_outputs, axes, config)
+    recorded = record_modules(model)  # before onnxsim drops the node metadata it is read from
     sets = [inputs] + ([second_size(inputs, axes, value_range, config.seed + 1)] if any(axes) else [])
     parity_sets, fed = parity_inputs(sets, value_range, config.data, not config.random_parity,
                                      given=inputs is resolved.example_inputs)
     model, simplified, note, report = _simplify_and_check(model, resolved.module, parity_sets, axes, config, fed)
     from qdeploy.graph.io import save_model
 
+    named = attach_modules(model, recorded)
     save_model(model, config.output)
     result = ExportResult(config.output, used, reason, report, _specs(model.graph.inputs), simplified,
                           _specs(model.graph.outputs), model.opset_imports.get("", config.opset),
-                          resolved.source, resolved.kind, note)
+                          resolved.source, resolved.kind, note, named_values=named)
     manifest = _write_manifest(result, config, value_range)
     return dataclasses.replace(result, manifest=manifest)
 
@@ -382,4 +389,5 @@ def _write_manifest(result: ExportResult, config: ExportConfig, value_range: tup
         "seed": config.seed,
         "parity_data": str(config.data) if config.data is not None else None,
         "parity": result.parity.to_dict(),
+        "module_names": result.named_values,
     })

@@ -74,6 +74,8 @@ def test_cli_analyze_json_report_and_search(tmp_path: Path, float_model, w4a4, h
     assert len(doc["analysis"]["tensors"]) == n and doc["analysis"]["samples"] == 3
     assert doc["plan"]["met"] and doc["plan"]["sqnr_db"] >= 20
     assert load_cache(paths["cache"]).precision_map == doc["plan"]["precision_map"]
+    modules = load_cache(paths["cache"]).extra["modules"]  # keyed by ONNX name, like the map; for readers
+    assert set(doc["plan"]["precision_map"]) <= set(modules) and modules["c1.weight"] == "c1.weight"
     assert {t.name: t.label for t in quantized_tensors(load_model(mixed).graph)} == doc["plan"][
         "precision_map"
     ]
