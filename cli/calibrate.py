@@ -284,20 +284,22 @@ def _result_dict(result: Any, config: Any) -> dict[str, Any]:
 def _print_summary(con: Any, result: Any, config: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({result.method}, {config.preset})")
+    names = _module_labels(result.cache)
+    grid = _grid_label(config)
+    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({result.method}, {grid})")
     for col in ("tensor", "observed min", "observed max", "chosen lo", "chosen hi", "clipped %"):
-        table.add_column(col, justify="right" if col != "tensor" else "left")
+        table.add_column(col, justify="right" if col != "tensor" else "left", overflow="fold")
     worst = sorted(result.ranges.values(), key=lambda r: -r.clipped_fraction)
     for r in worst[:12]:
-        table.add_row(r.name, f"{r.observed_min:.4g}", f"{r.observed_max:.4g}", f"{r.lo:.4g}", f"{r.hi:.4g}",
-                      f"{100 * r.clipped_fraction:.3f}")
+        table.add_row(_shown(r.name, names), f"{r.observed_min:.4g}", f"{r.observed_max:.4g}", f"{r.lo:.4g}",
+                      f"{r.hi:.4g}", f"{100 * r.clipped_fraction:.3f}")
     con.print(table)
     if len(worst) > 12:
-        con.print(f"  ... {len(worst) - 12} more tensors in {result.cache}")
-    con.print(f"quantized: {result.summary}")
+        con.print(f"  ... +{len(worst) - 12} more tensors in {result.cache}")
+    con.print(f"quantized: {_summary_line(result.summary)}")
     if result.kernels:
-        con.print(f"ONNX Runtime CPU integer kernels: {result.kernels.get('integer_ops')}; "
-                  f"float compute ops left: {result.kernels.get('float_compute_ops') or 'none'}")
+        con.print(f"ONNX Runtime CPU integer kernels: {_counts(result.kernels.get('integer_ops')) or 'none'}; "
+                  f"float compute ops left: {_counts(result.kernels.get('float_compute_ops')) or 'none'}")
     refined = getattr(result, "refine", None)
     if refined:
         con.print(f"DQC: loss {refined.get('initial_loss', float('nan')):.4g} -> "
@@ -347,5 +349,41 @@ def _print_verified(con: Any, v: Any) -> None:
     for col in ("tensor", "made by", "before", "after", "why"):
         table.add_column(col, overflow="fold")
     for c in v.changes:
-        table.add_row(c.tensor, c.producer, c.before, c.after, c.why)
+        table.add_row(c.tensor, c.producer, c.before, c.after, c.why)  # "made by" is the module label
     con.print(table)
+
+
+def _module_labels(cache: Path) -> dict[str, str]:
+    """{ONNX name: module label} the pipeline stored in the cache (empty when absent or unreadable)."""
+    import json
+
+    try:
+        return dict(json.loads(Path(cache).read_text()).get("extra", {}).get("modules", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _shown(name: str, labels: dict[str, str]) -> str:
+    label = labels.get(name)
+    return name if not label or label == name else f"{label}\n[dim]{name}[/dim]"
+
+
+def _grid_label(config: Any) -> str:
+    """The preset and the bits it really ran at (a W4A4 run of ort-cpu-int8 is not INT8)."""
+    bits = config.preset_options.get("weight_bits")
+    act = config.preset_options.get("activation")
+    if bits is None and act is None:
+        return config.preset
+    return f"{config.preset} at W{bits or 8}A{getattr(act, 'bits', 8)}"
+
+
+def _counts(counts: dict[str, int] | None) -> str:
+    return ", ".join(f"{n} {op}" for op, n in sorted((counts or {}).items()))
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    """quantization_summary as one readable line instead of a Python dict."""
+    ops = _counts(summary.get("quantized_nodes")) or "no"
+    left = _counts(summary.get("float_nodes")) or "none"
+    return (f"{ops} node(s); {summary.get('qdq_pairs', 0)} Q/DQ pairs, {summary.get('weights_quantized', 0)} "
+            f"weights, {summary.get('biases_quantized', 0)} biases; left float: {left}")

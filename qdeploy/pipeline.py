@@ -219,7 +219,8 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     qmodel = repaired.model
     if config.cache is None or config.target is not None:
         cache_path = config.cache_path
-        save_cache(cache_path, _cache_record(cached, model_sha, method, extra, quant, ranges, means, repaired))
+        record = _cache_record(cached, model_sha, method, extra, quant, ranges, means, repaired)
+        save_cache(cache_path, _with_module_names(record, model))
     save_model(qmodel, config.output)
     kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}
     fusion = fusion_summary(qmodel, quant.name)
@@ -272,6 +273,15 @@ def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: d
 
     return verify_and_repair(model, qmodel, ranges, rebuild, held, bar, _fusion_name(quant.name), config.threads,
                              progress)
+
+
+def _with_module_names(record: Any, model: ir.Model) -> Any:
+    """The cache with ``extra["modules"]``: {ONNX name: module label}, so a reader of the JSON sees
+    ``body.2.c3 (Conv)`` beside ``conv2d_29`` (the ONNX names stay the keys everything reads by)."""
+    from qdeploy.graph.names import merged_labels
+
+    shown = merged_labels(model)
+    return dataclasses.replace(record, extra=record.extra | {"modules": {n: shown.get(n, n) for n in record.ranges}})
 
 
 def _fusion_name(preset: str) -> str:
