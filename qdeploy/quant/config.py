@@ -54,6 +54,17 @@ class QuantConfig:
             is unchanged before rounding (``qdeploy.graph.passes.shift_qk``; Q-SCI's shift made exact):
             the per-tensor grid stops spending its codes on the channels' offsets. Needs the means
             (``quantize(..., qk_means=...)``; ``calibrate_model`` collects them in one extra pass).
+        integer_region: Also quantize the ops *between* quantized layers that ONNX Runtime CPU has integer
+            kernels for (Add, Mul, Concat, LeakyRelu, Sigmoid, AveragePool; Split, MaxPool and nearest
+            Resize on uint8), where that removes a ``DQ -> float op -> Q`` island
+            (``qdeploy.graph.passes.integer_region``); sigmoid outputs use the fixed grid [0, 1]; a PRelu
+            with one slope becomes the LeakyRelu it is. ORT placement only. Off: only ``op_types`` nodes.
+        float_pooled_convs: Keep Convs on pooled ``N x C x 1 x 1`` tensors (channel-attention squeeze and
+            excite) in float: INT8 cannot speed them up and their outputs gate whole channels.
+        convtranspose_as_conv: Rewrite each 2-D ``ConvTranspose`` (group 1, equal strides) as the
+            equivalent ``Conv -> DepthToSpace (-> Slice)`` before quantizing (exact in float;
+            ``qdeploy.graph.passes.convtranspose``), so it runs as QLinearConv: ORT 1.31 has no QDQ
+            fusion for ConvTranspose. Needs ``Conv`` in ``op_types``.
     """
 
     name: str = "custom"
@@ -77,6 +88,9 @@ class QuantConfig:
     avoid_pair_saturation: bool = False
     weight_clip: str = "max"
     shift_qk: bool = False
+    integer_region: bool = False
+    float_pooled_convs: bool = False
+    convtranspose_as_conv: bool = False
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
@@ -100,6 +114,11 @@ class QuantConfig:
                              "a one-sided range through its zero point)")
         if self.full_integer and (not self.quantize_outputs or self.dedicated_qdq_pairs):
             raise ValueError("full_integer needs quantize_outputs=True and shared QDQ pairs (ORT placement)")
+        if self.integer_region and (not self.quantize_outputs or self.dedicated_qdq_pairs):
+            raise ValueError("integer_region needs quantize_outputs=True and shared QDQ pairs (ORT placement)")
+        if self.convtranspose_as_conv and ("Conv" not in self.op_types or "Conv" in self.exclude_op_types):
+            raise ValueError("convtranspose_as_conv turns ConvTranspose into a Conv to quantize: it needs Conv "
+                             "in op_types")
         if self.avoid_pair_saturation and (self.weight_dtype != "int8" or not self.weight_symmetric):
             raise ValueError("avoid_pair_saturation applies to symmetric int8 weights (u8s8 kernels) only")
         if self.weight_clip not in ("max", "mse"):

@@ -57,8 +57,27 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
     - Q->DQ on the outputs of quantized ops: ORT fuses DQ -> Conv -> Q into QLinearConv (and MatMul into
       QLinearMatMul) only when the output goes into a Q. int32 bias through a DQ: the canonical QDQ conv
       form; ORT 1.31 fused a float bias too with identical SQNR, older releases need the int32 one.
-    - Conv, MatMul and Gemm only: ORT 1.31's CPU provider has no QDQ fusion for ConvTranspose, so
-      quantizing it would add error and no speed (it ran as DQ + float ConvTranspose when tried).
+    - Layers: Conv, MatMul and Gemm. ORT 1.31's CPU provider has no QDQ fusion for ConvTranspose (it ran
+      as DQ + float ConvTranspose when tried), so it stays float; ``convtranspose_as_conv=True`` rewrites
+      it exactly as Conv + DepthToSpace (QLinearConv), off by default because it did not pay on this CPU:
+      u8u8 weights, 32->32 k4 s2 at 96x96, 1 thread, under load: INT8/FP32 1.35 rewritten vs 1.23 float
+      ConvTranspose (1.07 with int8 weights + ``avoid_pair_saturation``); FSRCNN's 56->1 9x9 deconv became
+      a 4-output-channel QLinearConv that ran ~3.5x slower than the float ConvTranspose.
+    - ``integer_region`` (issue 11): the ops *between* layers that ORT has integer kernels for get Q/DQ
+      too (Add, Mul, Concat, LeakyRelu, Sigmoid, AveragePool -> QLinear*; Split, MaxPool, nearest Resize
+      run on uint8 with their input's grid), but only where that removes a DQ -> float op -> Q island
+      (``qdeploy.graph.passes.integer_region``). Sigmoid outputs use the fixed grid [0, 1]; a one-slope
+      PRelu becomes LeakyRelu; per-channel PRelu and linear Resize stay float (no integer kernel / ORT's
+      uint8 linear Resize truncates). ``float_pooled_convs``: convs on pooled ``N x C x 1 x 1`` statistics
+      (channel attention) and so their pre-sigmoid logits stay float (quantized, IMDN lost 1.1 dB SQNR
+      through the real kernels); full-resolution gate logits are quantized (float logits: PAN +0.2 dB,
+      ESA -0.3 dB, both ~15% slower). Measured on the trained zoo nets (1x3x256x256, 1 thread, interleaved,
+      with other jobs on the 2-core machine, so +-15%): IMDN / PAN / RFDN-ESA INT8/FP32 went from
+      1.35-1.43 / 1.43-1.46 / 1.25-1.26 to 1.06-1.19 / 1.32 / 1.05-1.08 with 34 / 35 / 57 float islands
+      removed and SQNR +1.1 / -0.2 / +0.2 dB; the rest is the u8u8 kernel (QLinearConv u8u8 is no faster
+      than float Conv on AVX2 without VNNI; int8 weights + ``avoid_pair_saturation`` ran 0.62-0.82 at
+      -0.4 to -0.8 dB). Graphs without these patterns (ABPN x3, SwinIR-light) get identical Q/DQ graphs
+      (only the recorded config gains the new keys).
     - Weights per output channel. With VNNI/AMX/dotprod: int8 symmetric (u8s8, the fast path).
       Without VNNI (this project's AVX2 machine): uint8 *symmetric* weights (zero point 128), i.e. ORT's
       u8u8 kernel, which ORT documents as the non-VNNI recommendation. The u8 grid is the s8 grid shifted
@@ -104,7 +123,7 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
         name="ort-cpu-int8", op_types=("Conv", "MatMul", "Gemm"), activation=QuantTarget(8, symmetric=False),
         activation_dtype="uint8",
         weight_bits=8, weight_symmetric=True, per_channel=True, quantize_bias=True, quantize_outputs=True,
-        dedicated_qdq_pairs=False, full_integer=True,
+        dedicated_qdq_pairs=False, full_integer=True, integer_region=True, float_pooled_convs=True,
     )
     if has_vnni:
         return QuantConfig(weight_dtype="int8", isa="vnni", **common)

@@ -7,9 +7,12 @@ one pass module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,6 +27,7 @@ from qdeploy.graph.passes import (
     QUANTIZE_PIPELINE,
     AvoidPairSaturationPass,
     CleanupGraphPass,
+    ConvTransposeToConvPass,
     DedicateQDQPass,
     InsertActivationQDQPass,
     IntegerTailPass,
@@ -31,10 +35,14 @@ from qdeploy.graph.passes import (
     QuantizeWeightsPass,
     ShiftOneSidedActivationsPass,
     ShiftQKPass,
+    SinkDQPass,
+    UniformPReluToLeakyReluPass,
 )
+from qdeploy.graph.passes.integer_region import RegionPlan, inferred_shapes, plan_integer_region, pooled_convs
 from qdeploy.graph.passes.shift_qk import QKMeans
 from qdeploy.graph.select import (
     QUANTIZABLE_OP_TYPES,
+    NodeFilter,
     activation_tensors,
     constant_array,
     select_nodes,
@@ -65,11 +73,14 @@ def check_opset(model: ir.Model) -> int:
 
 
 def _prepared(model: ir.Model, config: QuantConfig | None = None,
-              qk_means: Mapping[str, QKMeans] | None = None) -> ir.Model:
+              qk_means: Mapping[str, QKMeans] | None = None) -> tuple[ir.Model, dict[str, str]]:
     """A named, topologically sorted copy of ``model`` (what selection and rewriting both see).
 
     With ``config.shift_qk`` the attention q/k are shifted here (exact in float), because the shifted
-    tensors are what gets calibrated and quantized: selection must see them.
+    tensors are what gets calibrated and quantized: selection must see them. With
+    ``convtranspose_as_conv`` / ``integer_region`` the exact rewrites of ``exact_rewrites`` run here, so
+    the new convs are selected like any other. Also returns the *range aliases*: new tensors that take a
+    calibrated range from an original one (a sub-pixel conv's phases from its ConvTranspose's output).
     """
     check_opset(model)
     model = model.clone()
@@ -77,7 +88,15 @@ def _prepared(model: ir.Model, config: QuantConfig | None = None,
         pass_cls()(model)
     if config is not None and config.shift_qk:
         _shift_qk(model, qk_means)
-    return model
+    aliases: dict[str, str] = {}
+    if config is not None and config.convtranspose_as_conv:
+        rewrite = ConvTransposeToConvPass()
+        if rewrite(model).modified:
+            aliases.update(rewrite.aliases)
+            CleanupGraphPass()(model)
+    if config is not None and config.integer_region:
+        UniformPReluToLeakyReluPass()(model)
+    return model, aliases
 
 
 def _shift_qk(model: ir.Model, qk_means: Mapping[str, QKMeans] | None) -> None:
@@ -98,7 +117,7 @@ def calibration_model(model: ir.Model, config: QuantConfig,
     Why: the shifted q/k (``q - mu_q``) are new tensors whose ranges an observer must see; the copy
     computes the same outputs as ``model`` (up to float rounding), so collecting on it is sound.
     """
-    return _prepared(model, config, qk_means) if config.shift_qk else model
+    return _prepared(model, config, qk_means)[0] if config.shift_qk else model
 
 
 def tensors_to_calibrate(model: ir.Model, config: QuantConfig,
@@ -107,10 +126,11 @@ def tensors_to_calibrate(model: ir.Model, config: QuantConfig,
 
     These are the run-time inputs of the quantized ops and, for configs with ``quantize_outputs`` (ORT),
     their outputs (the Relu output where a Relu follows and activations are asymmetric). With
-    ``config.shift_qk`` they are named in :func:`calibration_model` (the shifted q/k among them).
+    ``config.shift_qk`` they are named in :func:`calibration_model` (the shifted q/k among them). Tensors
+    made by ``convtranspose_as_conv`` are listed under the original tensor whose range they take.
     """
-    graph = _prepared(model, config, qk_means).graph
-    return activation_tensors(graph, config.node_filter, config.quantize_outputs, config.fold_relu)
+    prepared, aliases = _prepared(model, config, qk_means)
+    return list(dict.fromkeys(aliases.get(n, n) for n in _placement(prepared, config).names))
 
 
 def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantConfig,
@@ -126,18 +146,55 @@ def quantize(model: ir.Model, ranges: Mapping[str, TensorRange], config: QuantCo
         CalibrationError: a needed range is missing or not finite (the message names the tensors), or
             ``shift_qk`` without means for every attention block.
     """
-    qmodel = _prepared(model, config, qk_means)
-    names = activation_tensors(qmodel.graph, config.node_filter, config.quantize_outputs, config.fold_relu)
-    params = _activation_params(names, ranges, config)
+    qmodel, aliases = _prepared(model, config, qk_means)
+    placement = _placement(qmodel, config)
+    if aliases:
+        ranges = {**ranges, **{new: ranges[old] for new, old in aliases.items() if old in ranges}}
+    params = _activation_params(placement.names, ranges, config)
     if config.shift_one_sided:
-        params = _shifted_params(qmodel, names, ranges, config)
+        params = _shifted_params(qmodel, placement.names, ranges, config)
+    if placement.region is not None:
+        params.update({name: activation_qparams(lo, hi, config.activation, config.activation_dtype)
+                       for name, (lo, hi) in placement.region.fixed.items()})
     for pass_cls in QUANTIZE_PIPELINE:
-        instance = _instantiate(pass_cls, qmodel.graph, params, config)
+        instance = _instantiate(pass_cls, qmodel.graph, params, config, placement)
         if instance is not None:
             instance(qmodel)
     _runtime_rewrites(qmodel, config)
     qmodel.metadata_props[METADATA_KEY] = json.dumps(config.to_dict(), sort_keys=True)
     return qmodel
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where Q/DQ go in a prepared graph: the layers (``node_filter``), the calibrated tensors, the region."""
+
+    node_filter: NodeFilter
+    names: list[str]
+    region: RegionPlan | None = None
+
+
+def _placement(model: ir.Model, config: QuantConfig) -> _Placement:
+    """The layers and tensors ``config`` quantizes in the prepared ``model``.
+
+    ``float_pooled_convs`` removes convs on pooled tensors from the layer filter (by exact node name), so
+    every pass that reads the filter (weights, biases, activation selection) leaves them float alike.
+    ``integer_region`` adds the region's tensors and drops the pass-through aliases (they reuse a grid).
+    """
+    graph, node_filter = model.graph, config.node_filter
+    shapes = inferred_shapes(model) if config.float_pooled_convs or config.integer_region else None
+    if config.float_pooled_convs:
+        pooled = pooled_convs(graph, node_filter.matches, shapes)
+        if pooled:
+            exact = tuple(f"^{re.escape(name)}$" for name in pooled)
+            node_filter = dataclasses.replace(node_filter, exclude_nodes=(*node_filter.exclude_nodes, *exact))
+    names = activation_tensors(graph, node_filter, config.quantize_outputs, config.fold_relu)
+    if not config.integer_region:
+        return _Placement(node_filter, names)
+    region = plan_integer_region(graph, node_filter.matches, shapes)
+    wanted = {n for n in names if n not in region.aliases} | set(region.tensors)
+    position = {out.name: i for i, node in enumerate(graph) for out in node.outputs}
+    return _Placement(node_filter, sorted(wanted, key=lambda n: (position.get(n, -1), n)), region)
 
 
 def _runtime_rewrites(qmodel: ir.Model, config: QuantConfig) -> None:
@@ -197,23 +254,27 @@ def _rounded_weight(node: ir.Node, array: np.ndarray, config: QuantConfig) -> np
 
 
 def _instantiate(pass_cls: type[PassBase], graph: ir.Graph, params: dict[str, QParams],
-                 config: QuantConfig) -> PassBase | None:
+                 config: QuantConfig, placement: _Placement) -> PassBase | None:
     """The pipeline step ``pass_cls`` configured from ``config`` (None when the config switches it off)."""
+    region = placement.region
     if pass_cls in OPTIONAL_PASSES and not (
         (pass_cls is QuantizeBiasPass and config.quantize_bias)
         or (pass_cls is DedicateQDQPass and config.dedicated_qdq_pairs)
+        or (pass_cls is SinkDQPass and region is not None and region.pass_through)
     ):
         return None
     if pass_cls is QuantizeWeightsPass:
         quantizer = partial(_weight_quantizer, config=config)
-        return QuantizeWeightsPass(config.node_filter, quantizer, config.per_channel)
+        return QuantizeWeightsPass(placement.node_filter, quantizer, config.per_channel)
     if pass_cls is InsertActivationQDQPass:
         consumers = None
         if config.dedicated_qdq_pairs and not config.quantize_outputs:
-            consumers = {n.name for n in select_nodes(graph, config.node_filter) if n.name}
+            consumers = {n.name for n in select_nodes(graph, placement.node_filter) if n.name}
         return InsertActivationQDQPass(params, consumers)
+    if pass_cls is SinkDQPass:
+        return SinkDQPass(region.pass_through)  # type: ignore[union-attr]
     if pass_cls is QuantizeBiasPass:
-        return QuantizeBiasPass(config.node_filter, quantize_bias)
+        return QuantizeBiasPass(placement.node_filter, quantize_bias)
     return pass_cls()
 
 

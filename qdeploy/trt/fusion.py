@@ -8,8 +8,11 @@ MatMul / Gemm, whether the placement matches the target's rules, with a one-line
 
 Severity: a *miss* means the layer will not run as an integer kernel; a *warning* means it will, but an
 adjacent fusion or reformat is lost (shared DQ, Q/DQ between a conv and its activation, a half-quantized
-residual Add). The TensorRT rules follow NVIDIA's documented QDQ placement recommendations; the ORT
-rules follow ORT's QDQ node-group selectors (checked against ORT 1.31's optimized graphs in the tests).
+residual Add). For ORT the ops between layers are judged too (``qdeploy.trt.fusion_ops``): each Add, Mul,
+Concat, LeakyRelu, Sigmoid, Split, MaxPool... that touches quantized data either runs on 8-bit data (a
+QLinear kernel or uint8 data movement) or is a *float island* (DQ -> float op -> Q), listed with its
+reason. The TensorRT rules follow NVIDIA's documented QDQ placement recommendations; the ORT rules follow
+ORT's QDQ node-group selectors (checked against ORT 1.31's optimized graphs in the tests).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import onnx_ir as ir
 
 from qdeploy.graph.select import QUANTIZABLE_OP_TYPES
+from qdeploy.trt.fusion_ops import ort_cpu_ops
 from qdeploy.trt.fusion_rules import (
     dq_info,
     is_weight_only,
@@ -78,7 +82,11 @@ class NodeVerdict:
 
 @dataclass(frozen=True)
 class FusionReport:
-    """Per-node verdicts plus other placement warnings (e.g. residual Adds) for one target."""
+    """Per-node verdicts plus other placement warnings (e.g. residual Adds) for one target.
+
+    ``others`` holds, for TensorRT, residual-Add warnings; for ORT CPU, one verdict per op between the
+    layers that touches quantized data (``quantized`` True; ``int8`` False for a float island).
+    """
 
     target: str
     nodes: tuple[NodeVerdict, ...]
@@ -110,6 +118,16 @@ class FusionReport:
         return tuple(v for v in self.weight_only if v.misses)
 
     @property
+    def integer_ops(self) -> tuple[NodeVerdict, ...]:
+        """Non-layer ops the target runs on 8-bit data (ORT: QLinearAdd, QLinearConcat, uint8 Split...)."""
+        return tuple(v for v in self.others if v.quantized and v.int8)
+
+    @property
+    def float_islands(self) -> tuple[NodeVerdict, ...]:
+        """Non-layer ops that run in float between a DequantizeLinear and a QuantizeLinear."""
+        return tuple(v for v in self.others if v.quantized and not v.int8)
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Every warning, prefixed with its node."""
         return tuple(f"{v.node}: {w}" for v in (*self.nodes, *self.others) for w in v.warnings)
@@ -118,7 +136,7 @@ class FusionReport:
     def fully_fused(self) -> bool:
         """True when every quantized (or weight-only) layer runs as intended and nothing was flagged."""
         return (not self.fallbacks and not self.weight_only_fallbacks and not self.warnings
-                and self.quantized + len(self.weight_only) > 0)
+                and not self.float_islands and self.quantized + len(self.weight_only) > 0)
 
     def summary_line(self) -> str:
         """ "N/M quantized layers will run INT8 on TARGET; K will fall back: node (reason), ..."."""
@@ -136,8 +154,20 @@ class FusionReport:
             line += "; 0 will fall back"
         if self.weight_only:
             line += "; " + self._weight_only_line()
+        line += self._ops_line()
         if self.warnings:
             line += f"; {len(self.warnings)} placement warning(s)"
+        return line
+
+    def _ops_line(self) -> str:
+        ops, islands = self.integer_ops, self.float_islands
+        if not ops and not islands:
+            return ""
+        line = f"; {len(ops)}/{len(ops) + len(islands)} ops between layers run on 8-bit data"
+        if islands:
+            shown = "; ".join(f"{v.node} ({v.misses[0]})" for v in islands[:3])
+            line += f", {len(islands)} float island(s): {shown}" + (
+                f" (+{len(islands) - 3} more)" if len(islands) > 3 else "")
         return line
 
     def _weight_only_line(self) -> str:
@@ -160,6 +190,8 @@ class FusionReport:
             "warnings": len(self.warnings),
             "weight_only": len(self.weight_only),
             "weight_only_fallback": len(self.weight_only_fallbacks),
+            "integer_ops": len(self.integer_ops),
+            "float_islands": len(self.float_islands),
             "line": self.summary_line(),
         }
 
@@ -202,8 +234,8 @@ def check_placement(model: ir.Model, target: str) -> FusionReport:
                 tuple(warns) if quantized else (),
             )
         )
-    others = [
-        NodeVerdict(name, "Add", False, True, (), (warning,))
-        for name, warning in (tensorrt_adds(model.graph) if target == "tensorrt" else [])
-    ]
+    if target == "tensorrt":
+        others = [NodeVerdict(name, "Add", False, True, (), (warning,)) for name, warning in tensorrt_adds(model.graph)]
+    else:
+        others = [NodeVerdict(v.node, v.op_type, True, v.int8, v.misses) for v in ort_cpu_ops(model.graph)]
     return FusionReport(target, tuple(verdicts), tuple(others))

@@ -318,7 +318,8 @@ def ort_cpu_node(node: ir.Node, slots: list[tuple[int, str]], dqs: dict[int, DQI
     """ONNX Runtime CPU: DQ on both inputs and (Conv; MatMul for QLinearMatMul) a Q on the output."""
     if node.op_type == "ConvTranspose":
         return [
-            "ORT's CPU provider has no QDQ fusion for ConvTranspose: it runs DQ + float ConvTranspose"
+            "ORT's CPU provider has no QDQ fusion for ConvTranspose: it runs DQ + float ConvTranspose "
+            "(convtranspose_as_conv=True rewrites it as the equivalent Conv + DepthToSpace, which fuses)"
         ], []
     misses: list[str] = []
     warns: list[str] = []

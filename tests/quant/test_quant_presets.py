@@ -34,6 +34,16 @@ def test_bad_overrides_are_input_errors() -> None:
         get_preset("ort-cpu-int8", op_types=("Relu",))
 
 
+def test_integer_region_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="integer_region needs quantize_outputs"):
+        QuantConfig(integer_region=True)
+    with pytest.raises(InputError, match="integer_region"):
+        get_preset("tensorrt-int8", integer_region=True)
+    with pytest.raises(InputError, match="needs Conv"):
+        get_preset("ort-cpu-int8", convtranspose_as_conv=True, op_types=("MatMul",))
+    assert get_preset("ort-cpu-int8", convtranspose_as_conv=True).convtranspose_as_conv
+
+
 def test_config_validation_and_frozen() -> None:
     with pytest.raises(ValueError, match="weight_bits"):
         QuantConfig(weight_bits=9)
@@ -56,6 +66,9 @@ def test_preset_contents() -> None:
     assert (no_vnni.weight_dtype, no_vnni.isa) == ("uint8", "avx2-no-vnni")
     assert (vnni.weight_dtype, vnni.isa) == ("int8", "vnni")
     assert no_vnni.quantize_outputs and no_vnni.quantize_bias and not no_vnni.activation.symmetric
+    assert no_vnni.integer_region and no_vnni.float_pooled_convs and not no_vnni.convtranspose_as_conv
+    for other in (trt, get_preset("lowbit-sim")):
+        assert not (other.integer_region or other.float_pooled_convs or other.convtranspose_as_conv)
     assert get_preset("ort-cpu-int8").isa == ("vnni" if cpu_has_vnni() else "avx2-no-vnni")
 
 

@@ -145,12 +145,23 @@ def test_op_type_and_include_filters() -> None:
 
 
 def test_float_ops_stay_float_and_summary() -> None:
-    _, qmodel, _ = _quantized("float_ops", get_preset("ort-cpu-int8"))
+    _, qmodel, _ = _quantized("float_ops", get_preset("ort-cpu-int8", integer_region=False))
     summary = quantization_summary(qmodel)
     assert summary["quantized_nodes"] == {"Conv": 2}
     assert summary["weights_quantized"] == 2 and summary["biases_quantized"] == 2
     assert summary["qdq_pairs"] == 4  # x, c1 out, resize out, y
     assert {"Sigmoid", "Resize"} <= set(summary["float_nodes"])
+
+
+def test_integer_region_takes_the_ops_between_layers() -> None:
+    """The preset default: Sigmoid gets Q/DQ on [0, 1], the nearest Resize runs on its uint8 codes."""
+    _, qmodel, _ = _quantized("float_ops", get_preset("ort-cpu-int8"))
+    summary = quantization_summary(qmodel)
+    assert summary["quantized_nodes"] == {"Conv": 2}
+    assert summary["qdq_pairs"] == 3  # x, c1 out, y; the sigmoid's Q feeds the Resize, whose DQ follows it
+    (resize,) = [n for n in qmodel.graph if n.op_type == "Resize"]
+    assert resize.inputs[0].producer().op_type == "QuantizeLinear"
+    assert [u.node.op_type for u in resize.outputs[0].uses()] == ["DequantizeLinear"]
 
 
 def test_quantize_is_functional_and_records_config() -> None:

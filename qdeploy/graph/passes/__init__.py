@@ -7,6 +7,8 @@ Each pass does one rewrite and documents its cases; ``qdeploy.quant.quantize`` i
    "in graph order" means producers first;
 2. ``QuantizeWeightsPass``: weights become ``DQ(int initializer)``;
 3. ``InsertActivationQDQPass``: activation ``Q -> DQ`` pairs from calibrated ranges;
+3b. ``SinkDQPass`` (only for an integer region with Split/MaxPool/Resize): moves their input DQ below
+   them, so the layers reading their outputs see a DQ (the bias step needs its scale);
 4. ``QuantizeBiasPass`` (only when the config quantizes biases): needs the activation and weight DQs of
    steps 2 and 3 to read their scales;
 5. ``DedicateQDQPass`` (only for dedicated pairs, TensorRT): splits the shared pairs of step 3;
@@ -16,6 +18,10 @@ Each pass does one rewrite and documents its cases; ``qdeploy.quant.quantize`` i
 on the prepared graph *before* computing activation parameters, because it creates the tensors
 (``t - c``) that step 3 then quantizes, with ranges only it knows. ``ShiftQKPass`` (config ``shift_qk``)
 runs even earlier, inside the preparation, because its shifted attention q/k must be calibrated themselves.
+
+``ConvTransposeToConvPass`` and ``UniformPReluToLeakyReluPass`` (configs ``convtranspose_as_conv``,
+``integer_region``) run in the preparation too: they are exact float rewrites whose new Conv/LeakyRelu
+must be selected like the model's own.
 
 ``AvoidPairSaturationPass`` and ``IntegerTailPass`` are not pipeline steps either: ``quantize`` runs them on
 the finished QDQ graph (configs ``avoid_pair_saturation``, ``full_integer``), which they read.
@@ -27,6 +33,7 @@ from onnx_ir.passes import PassBase
 
 from qdeploy.graph.passes.cleanup import CleanupGraphPass, NameGraphPass
 from qdeploy.graph.passes.dedicate_qdq import DedicateQDQPass
+from qdeploy.graph.passes.exact_rewrites import ConvTransposeToConvPass, UniformPReluToLeakyReluPass
 from qdeploy.graph.passes.expose_tensors import ExposeTensorsPass
 from qdeploy.graph.passes.insert_activation_qdq import InsertActivationQDQPass
 from qdeploy.graph.passes.integer_tail import IntegerTailPass
@@ -36,6 +43,7 @@ from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
 from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
 from qdeploy.graph.passes.shift_activations import ShiftOneSidedActivationsPass
 from qdeploy.graph.passes.shift_qk import ShiftQKPass
+from qdeploy.graph.passes.sink_dq import SinkDQPass
 from qdeploy.graph.passes.strip_qdq import StripQDQPass
 from qdeploy.graph.passes.weight_only_int4 import BlockwiseWeightQuantPass
 
@@ -49,6 +57,7 @@ __all__ = [
     "AvoidPairSaturationPass",
     "BlockwiseWeightQuantPass",
     "CleanupGraphPass",
+    "ConvTransposeToConvPass",
     "DedicateQDQPass",
     "ExposeTensorsPass",
     "InsertActivationQDQPass",
@@ -58,14 +67,17 @@ __all__ = [
     "QuantizeWeightsPass",
     "ShiftOneSidedActivationsPass",
     "ShiftQKPass",
+    "SinkDQPass",
     "StripQDQPass",
+    "UniformPReluToLeakyReluPass",
 ]
 
 #: Every pass qdeploy defines (for docs and the CLI's ``--help``).
 ALL_PASSES: tuple[type[PassBase], ...] = (
     ExposeTensorsPass, NameGraphPass, CleanupGraphPass, QuantizeWeightsPass, InsertActivationQDQPass,
     QuantizeBiasPass, DedicateQDQPass, StripQDQPass, ShiftOneSidedActivationsPass, AvoidPairSaturationPass,
-    IntegerTailPass, BlockwiseWeightQuantPass, ShiftQKPass,
+    IntegerTailPass, BlockwiseWeightQuantPass, ShiftQKPass, SinkDQPass, ConvTransposeToConvPass,
+    UniformPReluToLeakyReluPass,
 )
 
 #: Run before selecting nodes or tensors: names for regex matching, producers before consumers.
@@ -76,14 +88,15 @@ QUANTIZE_PIPELINE: tuple[type[PassBase], ...] = (
     *PREPARE_PIPELINE,
     QuantizeWeightsPass,
     InsertActivationQDQPass,
+    SinkDQPass,
     QuantizeBiasPass,
     DedicateQDQPass,
     CleanupGraphPass,
 )
 
 #: Passes of :data:`QUANTIZE_PIPELINE` that a config can switch off (``quantize_bias``,
-#: ``dedicated_qdq_pairs``); all others always run.
-OPTIONAL_PASSES: tuple[type[PassBase], ...] = (QuantizeBiasPass, DedicateQDQPass)
+#: ``dedicated_qdq_pairs``, ``integer_region`` with pass-through ops); all others always run.
+OPTIONAL_PASSES: tuple[type[PassBase], ...] = (QuantizeBiasPass, DedicateQDQPass, SinkDQPass)
 
 #: Back to float (weights keep their rounding): for debugging accuracy.
 STRIP_PIPELINE: tuple[type[PassBase], ...] = (StripQDQPass, CleanupGraphPass)

@@ -100,9 +100,10 @@ class ApplyPrecisionMapPass(ir.passes.InPlacePass):
                 continue
             if tensor.integer_uses:
                 raise InputError(
-                    f"tensor {name!r} also feeds integer-only ops (the full_integer tail), so its "
-                    "precision cannot change on its own",
-                    f"keep it at {tensor.label} in the map, or calibrate with full_integer=False",
+                    f"tensor {name!r} also feeds integer-only ops (the full_integer tail, or a Split/"
+                    "MaxPool/Resize of the integer_region), so its precision cannot change on its own",
+                    f"keep it at {tensor.label} in the map, or calibrate with full_integer=False and "
+                    "integer_region=False",
                 )
             touched.update(tensor.consumers)
             if tensor.kind == "activation":
