@@ -190,8 +190,8 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     quant = get_preset(config.preset, **config.preset_options)
     cached = load_cache(config.cache) if config.cache is not None else None
     if quant.full_integer and (config.target is not None or (cached is not None and cached.precision_map)):
-        # integer-only tails pin their tensors' precision, which a precision map must be free to change
-        quant = dataclasses.replace(quant, full_integer=False)
+        # integer-only tails and uint8 regions pin their tensors' precision, which a map must be free to change
+        quant = dataclasses.replace(quant, full_integer=False, integer_region=False)
     means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
     names = tensors_to_calibrate(model, quant, means)
     if not names:
@@ -266,7 +266,7 @@ def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: d
     bar = config.quality or QualityBar()
     specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
     held = default_heldout(model, config.data, specs, bar, config.threads)
-    free = dataclasses.replace(quant, full_integer=False)  # a precision map must be free to leave any tensor float
+    free = dataclasses.replace(quant, full_integer=False, integer_region=False)  # any tensor may be left float
 
     def rebuild(r: Any, for_map: bool) -> ir.Model:
         return quantize(model, r, free if for_map else quant, means)
@@ -388,8 +388,11 @@ def fusion_summary(qmodel: ir.Model, preset: str) -> dict[str, Any]:
     return check_placement(qmodel, "tensorrt" if preset.startswith("tensorrt") else "ort-cpu").summary()
 
 
-_INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "ConvInteger",
-                "QGemm", "QLinearAdd", "DynamicQuantizeMatMul")
+def _integer_ops() -> frozenset[str]:
+    from qdeploy.trt.fusion_ops import ORT_QLINEAR_OPS
+
+    return frozenset({"QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "ConvInteger",
+                      "QGemm", "DynamicQuantizeMatMul", "NhwcMaxPool", *ORT_QLINEAR_OPS.values()})
 
 
 def integer_kernel_summary(qdq_path: Path) -> dict[str, Any]:
@@ -411,7 +414,8 @@ def integer_kernel_summary(qdq_path: Path) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    integer = {op: n for op, n in counts.items() if op in _INTEGER_OPS}
+    ops = _integer_ops()
+    integer = {op: n for op, n in counts.items() if op in ops}
     float_compute = {op: n for op, n in counts.items() if op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv",
                                                                  "FusedMatMul")}
     return {"integer_ops": integer, "float_compute_ops": float_compute,
