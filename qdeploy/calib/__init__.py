@@ -13,6 +13,7 @@ package is imported:
 
 from __future__ import annotations
 
+from qdeploy.calib.auto import AutoConfig, AutoObserver
 from qdeploy.calib.base import (
     OBSERVERS,
     HistogramConfig,
@@ -21,7 +22,6 @@ from qdeploy.calib.base import (
     make_observer,
     observer_names,
 )
-from qdeploy.calib.auto import AutoConfig, AutoObserver
 from qdeploy.calib.dobi import DOBIConfig, DOBIObserver
 from qdeploy.calib.entropy import EntropyConfig, EntropyObserver
 from qdeploy.calib.minmax import MinMaxConfig, MinMaxObserver
@@ -29,9 +29,9 @@ from qdeploy.calib.mse import MSEConfig, MSEObserver
 from qdeploy.calib.percentile import PercentileConfig, PercentileObserver
 
 __all__ = [
+    "OBSERVERS",
     "AutoConfig",
     "AutoObserver",
-    "OBSERVERS",
     "DOBIConfig",
     "DOBIObserver",
     "EntropyConfig",

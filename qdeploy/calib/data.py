@@ -22,10 +22,17 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
+from qdeploy.calib.images import (
+    CHANNELS,
+    ImageSummary,
+    check_image_model,
+    describe_images,
+    image_defaults,
+    image_sample,
+)
 from qdeploy.errors import InputError
 from qdeploy.types import TensorSpec
 
@@ -38,12 +45,12 @@ __all__ = [
     "is_heldout",
     "iter_samples",
     "part_files",
+    "sample_key",
+    "with_image_defaults",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy", ".npz")
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-_CHANNELS = MappingProxyType({"rgb": 3, "y": 1, "gray": 1})
 _RESAVE = "re-save it with numpy (np.save / np.savez)"
 
 
@@ -53,11 +60,12 @@ class DataConfig:
 
     Attributes:
         source: image folder (or one image), ``.npy`` file (single-input models), ``.npz`` keyed by input
-            name, or a folder of ``.npy``/``.npz`` files.
+            name, or a folder of ``.npy``/``.npz`` files; subfolders are included.
         value_range: ``"0-1"`` (pixels / 255) or ``"0-255"``; images only.
         color: ``"rgb"`` (3 channels), ``"y"`` or ``"gray"`` (1 channel); images only.
-        crop: square crop size at a seeded random position; ``None`` uses the whole image (centre-cropped
-            to the model's static H/W when it has them). Images only.
+        crop: square crop size at a seeded random position (an image smaller than it gives a square of
+            its smaller side); ``None`` uses the whole image (centre-cropped to the model's static H/W when
+            it has them). Images only. The CLI bounds it by default: :func:`with_image_defaults`.
         num_samples: how many samples to use (seeded choice); ``None`` or more than available = all.
         seed: seed for the sample choice and crop positions.
         layout: ``"nchw"`` or ``"nhwc"`` for image inputs.
@@ -80,8 +88,8 @@ class DataConfig:
         object.__setattr__(self, "source", Path(self.source))
         if self.value_range not in ("0-1", "0-255"):
             raise ValueError(f"value_range must be '0-1' or '0-255', got {self.value_range!r}")
-        if self.color not in _CHANNELS:
-            raise ValueError(f"color must be one of {sorted(_CHANNELS)}, got {self.color!r}")
+        if self.color not in CHANNELS:
+            raise ValueError(f"color must be one of {sorted(CHANNELS)}, got {self.color!r}")
         if self.layout not in ("nchw", "nhwc"):
             raise ValueError(f"layout must be 'nchw' or 'nhwc', got {self.layout!r}")
         for name in ("crop", "num_samples"):
@@ -107,7 +115,11 @@ class _Plan:
 
 
 def _list_files(source: Path) -> list[Path]:
-    """Supported files of ``source`` (sorted by name), or ``[source]`` for a single file."""
+    """Supported files under ``source``, subfolders included (sorted by relative path), or ``[source]``.
+
+    Why recursive: training sets come as a folder of sets (e.g. ``train/{T91,BSD200}``); hidden files
+    and folders are skipped.
+    """
     if not source.exists():
         raise InputError(f"calibration data {source} does not exist", "check the path given with --data")
     supported = IMAGE_SUFFIXES + ARRAY_SUFFIXES
@@ -116,9 +128,10 @@ def _list_files(source: Path) -> list[Path]:
             raise InputError(f"unsupported calibration data file {source}", f"use one of {supported}")
         return [source]
     files = sorted(
-        p
-        for p in source.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in supported
+        (p for p in source.rglob("*")
+         if p.suffix.lower() in supported and not any(part.startswith(".") for part in p.relative_to(source).parts)
+         and p.is_file()),
+        key=lambda p: p.relative_to(source).as_posix(),
     )
     if not files:
         raise InputError(
@@ -126,6 +139,15 @@ def _list_files(source: Path) -> list[Path]:
             f"put images ({', '.join(IMAGE_SUFFIXES)}) or arrays ({', '.join(ARRAY_SUFFIXES)}) in it",
         )
     return files
+
+
+def sample_key(source: Path, path: Path) -> str:
+    """A file's name relative to the data folder (its name for a flat folder or a single file).
+
+    Why relative: it identifies the file for the held-out split and the fingerprint, is unique across
+    subfolders, and does not change when the data folder moves.
+    """
+    return path.name if source.is_file() else path.relative_to(source).as_posix()
 
 
 def _plan(config: DataConfig, inputs: list[TensorSpec]) -> _Plan:
@@ -137,7 +159,7 @@ def _plan(config: DataConfig, inputs: list[TensorSpec]) -> _Plan:
             "keep images and .npy/.npz files in separate folders",
         )
     if n_images:
-        _check_image_model(config, inputs)
+        check_image_model(config, inputs)
         per_file = tuple(1 for _ in files)
         kind = "images"
     else:
@@ -179,7 +201,7 @@ def _split(config: DataConfig, kind: str, files: list[Path], total: int) -> list
     """Global sample indices of ``config.part`` (all of them without a holdout)."""
     if not config.holdout:
         return list(range(total))
-    keys = [p.name for p in files] if kind == "images" else [f"#{i}" for i in range(total)]
+    keys = [sample_key(config.source, p) for p in files] if kind == "images" else [f"#{i}" for i in range(total)]
     want = config.part == "heldout"
     pool = [i for i, key in enumerate(keys) if is_heldout(key, config.holdout) == want]
     if not pool:
@@ -193,12 +215,29 @@ def count_samples(config: DataConfig, inputs: list[TensorSpec]) -> int:
     return len(_plan(config, inputs).selected)
 
 
+def with_image_defaults(config: DataConfig, inputs: list[TensorSpec], crop_given: bool,
+                        num_samples_given: bool) -> tuple[DataConfig, ImageSummary | None]:
+    """For an image source: ``config`` with bounded defaults for the options not given (see
+    :func:`qdeploy.calib.images.image_defaults`) and a summary to print; arrays come back unchanged.
+
+    Why not in :class:`DataConfig`: the defaults depend on the model (dynamic H/W or not), and a
+    library caller who builds a config has said what it wants.
+    """
+    files = _list_files(config.source)
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files) or len(inputs) != 1:
+        return config, None
+    config, defaulted = image_defaults(config, inputs[0], crop_given, num_samples_given)
+    plan = _plan(config, inputs)
+    available = len(_split(config, "images", list(plan.files), len(plan.files)))
+    return config, describe_images(config, [plan.files[i] for i in plan.selected], available, defaulted)
+
+
 def iter_samples(config: DataConfig, inputs: list[TensorSpec]) -> Iterator[dict[str, np.ndarray]]:
     """Yield feeds ``{input name: float32 array with batch axis 1}``, one sample at a time, in order."""
     plan = _plan(config, inputs)
     if plan.kind == "images":
         for index in plan.selected:
-            yield {inputs[0].name: _image_sample(config, inputs[0], plan.files[index], index)}
+            yield {inputs[0].name: image_sample(config, inputs[0], plan.files[index], index)}
         return
     offsets = np.cumsum((0, *plan.per_file))
     selected = np.asarray(plan.selected)
@@ -228,107 +267,11 @@ def data_fingerprint(config: DataConfig, inputs: list[TensorSpec]) -> str:
     }  # fmt: skip
     h.update(json.dumps(options, sort_keys=True).encode())
     for path in plan.files:
-        h.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        h.update(f"{sample_key(config.source, path)}\0{path.stat().st_size}\0".encode())
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------- images
-
-
-def _image_axes(config: DataConfig) -> tuple[int, int, int]:
-    """Indices of (channel, height, width) in a rank-4 input for the configured layout."""
-    return (1, 2, 3) if config.layout == "nchw" else (3, 1, 2)
-
-
-def _check_image_model(config: DataConfig, inputs: list[TensorSpec]) -> None:
-    if len(inputs) != 1:
-        names = ", ".join(s.name for s in inputs)
-        raise InputError(
-            f"an image folder can feed only a single-input model; this model has inputs {names}",
-            "provide an .npz file (or folder of them) keyed by input name",
-        )
-    spec = inputs[0]
-    if len(spec.shape) != 4:
-        raise InputError(
-            f"input {spec.name!r} has shape {spec.shape}, images need a rank-4 {config.layout.upper()} input",
-            "feed this model from .npy/.npz arrays instead of images",
-        )
-    c_axis, _, _ = _image_axes(config)
-    want = spec.shape[c_axis]
-    have = _CHANNELS[config.color]
-    if isinstance(want, int) and want != have:
-        fix = "--color y (or gray)" if want == 1 else "--color rgb" if want == 3 else "arrays (.npy/.npz)"
-        raise InputError(
-            f"input {spec.name!r} expects {want} channel(s) ({config.layout.upper()} shape {spec.shape}) but "
-            f"--color {config.color} gives {have}",
-            f"use {fix}, or --layout if the channel axis is elsewhere",
-        )
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; any unreadable/corrupt file becomes an InputError naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}", "replace or remove the damaged file") from None
-
-
-def _to_color(rgb: np.ndarray, color: str) -> np.ndarray:
-    """HxWxC float64 in [0, 255] for the configured colour convention."""
-    if color == "rgb":
-        return rgb.astype(np.float64)
-    if color == "y":
-        from qdeploy.sr.metrics import y_channel
-
-        return y_channel(rgb)[:, :, None]
-    return (rgb.astype(np.float64) @ np.asarray(_GRAY_WEIGHTS))[:, :, None]
-
-
-def _crop_window(
-    config: DataConfig, spec: TensorSpec, path: Path, size: tuple[int, int], index: int
-) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the window to feed; see :class:`DataConfig` for the rules."""
-    h, w = size
-    _, h_axis, w_axis = _image_axes(config)
-    fixed = tuple(d if isinstance(d, int) else None for d in (spec.shape[h_axis], spec.shape[w_axis]))
-    if config.crop is not None:
-        c = config.crop
-        if any(d is not None and d != c for d in fixed):
-            raise InputError(
-                f"--crop {c} does not match input {spec.name!r}'s fixed size {fixed}",
-                f"use --crop {next(d for d in fixed if d is not None)} or drop --crop",
-            )
-        if h < c or w < c:
-            raise InputError(
-                f"image {path} ({h}x{w}) is smaller than --crop {c}", "use a smaller --crop or drop the image"
-            )
-        rng = np.random.default_rng([config.seed, index])
-        return int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1)), c, c
-    th, tw = fixed[0] or h, fixed[1] or w
-    if th > h or tw > w:
-        raise InputError(
-            f"image {path} ({h}x{w}) is smaller than input {spec.name!r}'s fixed size {th}x{tw}",
-            "use larger images, or export the model with dynamic height/width",
-        )
-    return (h - th) // 2, (w - tw) // 2, th, tw
-
-
-def _image_sample(config: DataConfig, spec: TensorSpec, path: Path, index: int) -> np.ndarray:
-    img = _to_color(_read_rgb(path), config.color)
-    top, left, ch, cw = _crop_window(config, spec, path, img.shape[:2], index)
-    img = img[top : top + ch, left : left + cw]
-    if config.value_range == "0-1":
-        img = img / 255.0
-    if config.layout == "nchw":
-        img = img.transpose(2, 0, 1)
-    return np.ascontiguousarray(img[None], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------- arrays

@@ -110,13 +110,28 @@ class HistogramAccumulator:
     def update(self, x: np.ndarray) -> None:
         """Bin one batch; values beyond ``amax`` (data that changed since pass 0) land in the edge bins."""
         flat = _as_float(x)
-        nb = self.num_bins
         for start in range(0, flat.size, CHUNK_ELEMENTS):
             chunk = flat[start : start + CHUNK_ELEMENTS]
             check_finite_extremes(chunk, float(chunk.min()), float(chunk.max()))
-            idx = np.minimum((np.abs(chunk) * chunk.dtype.type(self._inv_width)).astype(np.int64), nb - 1)
-            idx = np.where(chunk < 0, nb - 1 - idx, nb + idx)
-            self.counts += np.bincount(idx, minlength=2 * nb)
+            self.counts += np.bincount(self._bin_indices(chunk), minlength=2 * self.num_bins)
+
+    def _bin_indices(self, chunk: np.ndarray) -> np.ndarray:
+        """Bin of each (finite) value: ``nb + k`` for ``x >= 0``, ``nb - 1 - k`` for ``x < 0``.
+
+        ``k = min(floor(|x| / w), nb - 1)``. Computed on the signed product in place, in int32 (a
+        float -> int64 conversion costs five times a float -> int32 one) and widened once for
+        ``bincount``: IEEE multiplication is sign-symmetric, so ``|x * c| == |x| * c`` bit for bit,
+        truncation towards zero of ``x * c`` is ``-k`` for negatives, and clamping before truncating
+        equals clamping after (``nb - 1`` is an integer). The bins are therefore exactly those of the
+        textbook ``abs -> floor -> clamp -> mirror`` formula (tested against it).
+        """
+        nb = self.num_bins
+        v = np.multiply(chunk, chunk.dtype.type(self._inv_width))
+        np.clip(v, 1 - nb, nb - 1, out=v)
+        idx = v.astype(np.int32)
+        idx += nb
+        np.subtract(idx, chunk < 0, out=idx, casting="unsafe")
+        return idx.astype(np.intp)
 
     def abs_counts(self) -> np.ndarray:
         """Histogram of ``|x|`` over ``[0, amax]`` (``num_bins`` bins): the two halves folded."""

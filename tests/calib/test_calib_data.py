@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qdeploy.calib.data import DataConfig, count_samples, data_fingerprint, iter_samples
+from qdeploy.calib.data import (
+    DataConfig,
+    count_samples,
+    data_fingerprint,
+    iter_samples,
+    sample_key,
+    with_image_defaults,
+)
+from qdeploy.calib.images import DEFAULT_CROP, DEFAULT_NUM_SAMPLES
 from qdeploy.errors import InputError
 from qdeploy.types import TensorSpec
 
@@ -94,11 +102,59 @@ def test_seeded_random_crops(tmp_path: Path) -> None:
     assert any(not np.array_equal(o * 255.0, a["x"]) for o in others)  # the seed moves the crop
 
 
-def test_crop_larger_than_image_names_the_file(tmp_path: Path) -> None:
-    write_images(tmp_path / "d", [(20, 20), (6, 20)])
-    with pytest.raises(InputError, match=r"img1\.png") as err:
-        samples(DataConfig(tmp_path / "d", crop=8), RGB_DYN)
-    assert "smaller --crop" in err.value.hint
+def test_image_smaller_than_crop_gives_a_square_of_its_smaller_side(tmp_path: Path) -> None:
+    imgs = write_images(tmp_path / "d", [(20, 20), (6, 20)])  # like T91's 78x78 t20.png under --crop 96
+    got = samples(DataConfig(tmp_path / "d", crop=8, value_range="0-255"), RGB_DYN)
+    assert [s["x"].shape for s in got] == [(1, 3, 8, 8), (1, 3, 6, 6)]
+    windows = [imgs[1][:, left : left + 6].transpose(2, 0, 1) for left in range(15)]
+    assert any(np.array_equal(got[1]["x"][0], w) for w in windows)  # a real window of the small image
+    with pytest.raises(InputError, match=r"img1\.png"):  # a fixed-size model cannot take it
+        samples(DataConfig(tmp_path / "d", crop=8), [TensorSpec("x", (1, 3, 8, 8))])
+
+
+def test_rgb_crop_is_the_whole_image_conversion_cropped(tmp_path: Path) -> None:
+    (img,) = write_images(tmp_path / "d", [(30, 40)])
+    config = DataConfig(tmp_path / "d", crop=16, seed=5)
+    (s,) = samples(config, RGB_DYN)
+    whole = np.ascontiguousarray((img.astype(np.float64) / 255.0).transpose(2, 0, 1)[None], dtype=np.float32)
+    hits = [(t, left) for t in range(15) for left in range(25)
+            if np.array_equal(whole[:, :, t : t + 16, left : left + 16], s["x"])]
+    assert len(hits) >= 1  # bit-identical to converting first, then cropping
+
+
+def test_subfolders_are_read_and_keyed_by_relative_path(tmp_path: Path) -> None:
+    write_images(tmp_path / "d" / "T91", [(4, 4), (5, 5)])
+    write_images(tmp_path / "d" / "BSD", [(6, 6)], seed=1)
+    write_images(tmp_path / "d" / ".cache", [(7, 7)], seed=2)  # hidden folders are skipped
+    got = samples(DataConfig(tmp_path / "d"), RGB_DYN)
+    assert [s["x"].shape[2] for s in got] == [6, 4, 5]  # BSD/img0, T91/img0, T91/img1
+    flat = tmp_path / "flat"
+    write_images(flat, [(4, 4), (5, 5)])
+    moved = tmp_path / "nested" / "flat"
+    shutil.copytree(flat, moved)
+    assert data_fingerprint(DataConfig(flat), RGB_DYN) == data_fingerprint(DataConfig(moved), RGB_DYN)
+    assert sample_key(tmp_path / "d", tmp_path / "d" / "T91" / "img0.png") == "T91/img0.png"
+    assert sample_key(flat, flat / "img1.png") == "img1.png"  # flat folders keep their keys (held-out split)
+
+
+def test_image_defaults_bound_a_dynamic_model_and_say_so(tmp_path: Path) -> None:
+    write_images(tmp_path / "d" / "a", [(100, 120)] * 3)
+    write_images(tmp_path / "d" / "b", [(78, 78)], seed=1)  # smaller than the default crop
+    config, summary = with_image_defaults(DataConfig(tmp_path / "d"), RGB_DYN, False, False)
+    assert (config.crop, config.num_samples) == (DEFAULT_CROP, DEFAULT_NUM_SAMPLES)
+    assert summary is not None and (summary.available, summary.selected, summary.smaller_than_crop) == (4, 4, 1)
+    line = summary.line()
+    assert f"4 random {DEFAULT_CROP}x{DEFAULT_CROP} crops of all 4 images" in line
+    assert "defaults; --num-samples/--crop to change" in line and "1 image smaller" in line
+    whole, summary = with_image_defaults(DataConfig(tmp_path / "d"), RGB_DYN, True, False)  # --crop none
+    assert whole.crop is None and summary is not None and "whole" in summary.line()
+    fixed, _ = with_image_defaults(DataConfig(tmp_path / "d"), [TensorSpec("x", (1, 3, 64, 64))], False, False)
+    assert fixed.crop is None and fixed.num_samples == DEFAULT_NUM_SAMPLES  # centre-cropped to 64 anyway
+    given, summary = with_image_defaults(DataConfig(tmp_path / "d", crop=50, num_samples=2), RGB_DYN, True, True)
+    assert (given.crop, given.num_samples) == (50, 2) and summary is not None and "defaults" not in summary.line()
+    np.save(tmp_path / "a.npy", np.zeros((2, 3, 4, 4), np.float32))
+    arrays = DataConfig(tmp_path / "a.npy")
+    assert with_image_defaults(arrays, RGB_DYN, False, False) == (arrays, None)
 
 
 def test_static_model_size_center_crops_or_refuses(tmp_path: Path) -> None:

@@ -137,3 +137,75 @@ def test_entropy_does_not_over_clip_post_relu_tensor() -> None:
 
 
 MAX_POST_RELU_CLIP = 0.01
+
+
+# ------------------------------------------------------------------------------ collapse guards (issue 11)
+
+MAX_LOGIT_CLIP = 0.01
+"""A classifier's logits must keep at least 99 % of their values (the collapse clipped 99.7 %)."""
+
+
+def offset_logits(n: int, seed: int) -> np.ndarray:
+    """``n`` rows of 10 logits: the wrong classes near -5 (none near zero), the right one about +5."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(-5.0, 0.5, (n, 10))
+    x[np.arange(n), rng.integers(0, 10, n)] += rng.normal(10.0, 2.0, n)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("seed", [0, 2])
+def test_entropy_on_320_logits_falls_back_to_mse_and_keeps_them(seed: int, symmetric: bool) -> None:
+    x = offset_logits(32, seed)  # 320 values: seeds 0 and 2 collapsed to 99.7 % clipped before the fix
+    r = run("entropy", x, QuantTarget(8, symmetric))
+    assert r.clipped_fraction < MAX_LOGIT_CLIP, r
+    assert r.details["fallback"] == "mse"
+    assert "320 values" in r.details["reason"]
+
+
+def test_entropy_on_many_offset_values_does_not_collapse() -> None:
+    """Not only a small-sample effect: 2e5 values bounded away from zero collapsed too (KL exactly 0)."""
+    x = np.random.default_rng(0).normal(-5.0, 0.5, 200_000).astype(np.float32)
+    r = run("entropy", x, QuantTarget(8, True))
+    assert "fallback" not in r.details
+    assert r.details["over_clipping_candidates"] > 0  # the guard removed the collapsing thresholds
+    assert r.clipped_fraction < MAX_LOGIT_CLIP, r
+    assert r.details["kl_divergence"] > 0.0
+
+
+def dense_kl_reference(counts: np.ndarray, cand: np.ndarray, cells: np.ndarray, block: int = 64) -> np.ndarray:
+    """The straightforward rectangular formulation (the code before it was made faster), block by block."""
+    h = counts.astype(np.float64)
+    tail = np.concatenate([np.cumsum(h[::-1])[::-1], [0.0]])
+    out = []
+    for s in range(0, cand.size, block):
+        c, q = cand[s : s + block], cells[s : s + block]
+        rows, j = np.arange(c.size), np.arange(int(c.max()))[None, :]
+        valid = j < c[:, None]
+        kept = np.where(valid, h[None, : int(c.max())], 0.0)
+        p = kept.copy()
+        p[rows, c - 1] += tail[c]
+        n = int(q.max())
+        flat = (rows[:, None] * n + np.where(valid, (j * q[:, None]) // c[:, None], 0))[valid]
+        cell_sum = np.bincount(flat, weights=kept[valid], minlength=c.size * n)
+        nonzero = np.bincount(flat, weights=(p[valid] > 0), minlength=c.size * n)
+        qv = np.zeros_like(p)
+        qv[valid] = cell_sum[flat] / np.maximum(nonzero[flat], 1.0)
+        qv = np.where(p > 0, qv, 0.0)
+        p_tot, q_tot = p.sum(axis=1, keepdims=True), qv.sum(axis=1, keepdims=True)
+        pn, qn = p / p_tot, np.maximum(qv / np.where(q_tot > 0, q_tot, 1.0), 1e-12)
+        kl = np.where(p > 0, pn * np.log(np.where(p > 0, pn, 1.0) / qn), 0.0).sum(axis=1)
+        out.append(np.where(q_tot[:, 0] > 0, kl, np.inf))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kl_divergences_are_bit_identical_to_the_dense_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nb = int(rng.choice([128, 512, 2048]))
+    x = np.abs(rng.standard_normal(int(rng.integers(50, 100_000))))
+    counts = np.histogram(x, bins=nb, range=(0.0, float(x.max())))[0]
+    counts[0] = counts[1]
+    cand = np.unique(np.append(np.arange(1, nb + 1, int(rng.choice([1, 3]))), nb))
+    cells = np.minimum(int(rng.choice([3, 8, 128, 256])), cand)
+    np.testing.assert_array_equal(kl_divergences(counts, cand, cells), dense_kl_reference(counts, cand, cells))

@@ -100,3 +100,41 @@ def test_search_is_fast() -> None:
     start = time.perf_counter()
     obs.compute_range("x", QuantTarget(8, False))
     assert time.perf_counter() - start < MAX_SEARCH_SECONDS
+
+
+def dense_sq_error_reference(edges: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                             target: QuantTarget) -> np.ndarray:
+    """The straightforward formulation (every edge, every candidate, temporaries; the code before it was
+    made faster): ``F`` at all edges, differences over bins weighted by counts, summed per candidate."""
+    if target.symmetric:
+        half = target.levels // 2
+        step = np.maximum(np.abs(hi), np.abs(lo)) / half
+        gmin, gmax = -half * step, half * step
+    else:
+        lo_e, hi_e = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        step = (hi_e - lo_e) / target.levels
+        zp = np.rint(-lo_e / step)
+        gmin, gmax = -zp * step, (target.levels - zp) * step
+    step, gmin, gmax, x = step[:, None], gmin[:, None], gmax[:, None], edges[None, :]
+    xc = np.clip(x, gmin, gmax)
+    k = np.rint(xc / step)
+    u = xc - k * step
+    f = k * step**3 / 12.0 + u**3 / 3.0 + np.maximum(x - gmax, 0.0) ** 3 / 3.0 - np.maximum(gmin - x, 0.0) ** 3 / 3.0
+    return ((f[:, 1:] - f[:, :-1]) / np.diff(edges)[None, :] * counts[None, :]).sum(axis=1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_expected_sq_error_is_bit_identical_to_the_dense_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 3000))
+    a = float(rng.normal(0.0, 3.0))
+    edges = np.linspace(a, a + float(rng.uniform(0.5, 6.0)), m + 1)
+    counts = rng.integers(0, 50, m).astype(np.float64)
+    counts[rng.random(m) < (0.0 if seed == 0 else 0.6)] = 0.0  # seed 0: every bin used; others: sparse
+    counts[[0, -1]] = 1.0
+    f = np.arange(1, 201) / 200.0
+    lo = np.minimum(edges[0] * f, -1e-3) if seed % 2 else np.full_like(f, min(edges[0], -1e-3))
+    hi = np.maximum(edges[-1] * f, 1e-3)
+    target = QuantTarget(int(rng.integers(2, 9)), bool(seed % 3 == 0))
+    np.testing.assert_array_equal(expected_sq_error(edges, counts, lo, hi, target),
+                                  dense_sq_error_reference(edges, counts, lo, hi, target))

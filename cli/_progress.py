@@ -1,0 +1,83 @@
+"""Progress for long commands: a rich bar on a terminal, periodic plain lines everywhere else.
+
+Why both: a rich bar on a non-terminal (CI logs, ``nohup``, a pipe) draws nothing, so a 40-minute
+calibration left no trace in its log. Off a terminal this prints one line per ``PLAIN_STEP`` of the
+work or per ``PLAIN_INTERVAL_S`` seconds, whichever comes first, e.g.
+``calibrating: 32/64 samples, 12 s elapsed, ~12 s left``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+import click
+
+__all__ = ["PLAIN_INTERVAL_S", "PLAIN_STEP", "PlainProgress", "ProgressFn", "progress_reporter"]
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+PLAIN_STEP = 0.10
+"""Share of the total between two plain lines (10 lines per run at most from this rule)."""
+
+PLAIN_INTERVAL_S = 10.0
+"""Seconds after which a plain line is printed even without a new ``PLAIN_STEP`` (slow steps, unknown totals)."""
+
+
+class PlainProgress:
+    """Callable ``(done, total)`` that echoes a line to ``stream`` at most every step or interval."""
+
+    def __init__(self, label: str, unit: str, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.unit, self.stream, self.clock = label, unit, stream, clock
+        self.start = clock()
+        self.last_time = self.start
+        self.last_step = 0
+        self.last_done = -1
+        self.last_total: int | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Report ``done`` of ``total`` (None: unknown) if a step or the interval has passed, or at the end."""
+        now = self.clock()
+        if total != self.last_total:  # a new stage with its own total starts counting steps afresh
+            self.last_total, self.last_step, self.last_done = total, 0, -1
+        step = int(done / total / PLAIN_STEP) if total else 0
+        finished = bool(total) and done >= total
+        due = step > self.last_step or now - self.last_time >= PLAIN_INTERVAL_S or finished
+        if not due or done == self.last_done:
+            return
+        self.last_time, self.last_step, self.last_done = now, step, done
+        click.echo(self.line(done, total, now - self.start), file=self.stream, err=self.stream is None)
+
+    def line(self, done: int, total: int | None, elapsed: float) -> str:
+        """``label: done/total unit, N s elapsed, ~M s left`` (no estimate before any work is done)."""
+        text = f"{self.label}: {done}/{total} {self.unit}" if total else f"{self.label}: {done} {self.unit}"
+        text += f", {elapsed:.0f} s elapsed"
+        if total and 0 < done < total:
+            text += f", ~{elapsed * (total - done) / done:.0f} s left"
+        return text
+
+
+@contextmanager
+def progress_reporter(label: str, quiet: bool = False, unit: str = "samples") -> Iterator[ProgressFn]:
+    """Yield a ``(done, total)`` callback: rich bar on a terminal stderr, :class:`PlainProgress` otherwise.
+
+    ``quiet`` (e.g. ``--json``) reports nothing. Everything goes to stderr, so stdout stays clean.
+    """
+    if quiet:
+        yield lambda done, total: None
+        return
+    from qdeploy_cli._common import console
+
+    con = console(stderr=True)
+    if not con.is_terminal:
+        yield PlainProgress(label, unit)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=con, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

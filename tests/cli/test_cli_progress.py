@@ -1,0 +1,125 @@
+"""Progress off a terminal (plain periodic lines) and the calibrate data defaults, through click's CliRunner.
+
+CliRunner's streams are not terminals, which is exactly the CI-log / nohup case: the rich bar draws
+nothing there, so the plain lines must appear.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx.parser
+import onnx_ir as ir
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+from qdeploy_cli._progress import PLAIN_INTERVAL_S, PlainProgress
+from qdeploy_cli.main import cli
+
+from qdeploy.calib.images import DEFAULT_CROP
+from qdeploy.graph.io import save_model
+
+PLAIN_LINE = re.compile(r"^calibrating: (\d+)/(\d+) samples, \d+ s elapsed(, ~\d+ s left)?$", re.MULTILINE)
+
+
+class Clock:
+    """A fake monotonic clock advanced by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_every_tenth_with_an_estimate() -> None:
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress("calibrating", "samples", stream, clock)
+    for done in range(1, 101):
+        clock.now += 0.1
+        report(done, 100)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10  # one per 10 %, none in between (0.1 s per sample: the interval never fires)
+    assert lines[4] == "calibrating: 50/100 samples, 5 s elapsed, ~5 s left"
+    assert lines[-1] == "calibrating: 100/100 samples, 10 s elapsed"  # no estimate once done
+
+
+def test_plain_lines_every_interval_when_steps_are_slow_or_total_unknown() -> None:
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress("calibrating", "samples", stream, clock)
+    for done in range(1, 9):
+        clock.now += PLAIN_INTERVAL_S / 4
+        report(done, None)
+    assert stream.getvalue().splitlines() == ["calibrating: 4 samples, 10 s elapsed",
+                                              "calibrating: 8 samples, 20 s elapsed"]
+
+
+def test_a_new_total_starts_a_new_stage() -> None:
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress("calibrating", "samples", stream, clock)
+    report(10, 10)
+    report(1, 4)  # e.g. a verification stage after calibration
+    assert stream.getvalue().splitlines()[-1].startswith("calibrating: 1/4 samples")
+
+
+def _model(path: Path) -> Path:
+    """Conv(3->4) -> Relu, dynamic batch and H/W, weights scaled for inputs in [0, 1]."""
+    w = ", ".join(repr(float(v)) for v in np.random.default_rng(0).normal(0, 0.3, 4 * 3 * 3 * 3))
+    proto = onnx.parser.parse_model(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        net (float[N, 3, H, W] x) => (float[N, 4, H, W] y) <float[4, 3, 3, 3] w = {{{w}}}> {{
+            c = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w)
+            y = Relu (c)
+        }}""")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_model(ir.serde.deserialize_model(proto), path)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "images" / "set"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, hw in enumerate([(40, 48), (120, 100), (30, 30)]):
+        Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return _model(tmp_path / "in" / "model.onnx"), tmp_path / "images"
+
+
+def _calibrate(model: Path, data: Path, out: Path, *extra: str) -> Result:
+    return CliRunner().invoke(cli, ["calibrate", str(model), "--data", str(data), "--method", "mse",
+                                    "--threads", "1", "--no-verify", "-o", str(out), *extra])
+
+
+def test_calibrate_off_a_terminal_prints_plain_progress_and_the_defaults(setup: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    model, data = setup
+    result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx")
+    assert result.exit_code == 0, result.output
+    lines = PLAIN_LINE.findall(result.stderr)
+    assert lines, result.stderr
+    assert lines[-1][0] == lines[-1][1]  # the last line says it is complete
+    assert (f"calibrating on 3 random {DEFAULT_CROP}x{DEFAULT_CROP} crops of all 3 images "
+            "(defaults; --num-samples/--crop to change); 2 images smaller than 96 px: cropped to their smaller side"
+            in result.stderr), result.stderr
+    assert "calibrating" not in result.stdout  # stdout keeps the summary only
+
+
+def test_calibrate_crop_none_reads_whole_images_and_json_stays_quiet(setup: tuple[Path, Path],
+                                                                     tmp_path: Path) -> None:
+    model, data = setup
+    result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx", "--crop", "none", "--num-samples", "2")
+    assert result.exit_code == 0, result.output
+    assert "calibrating on 2 of the 3 images, whole" in result.stderr
+    quiet = _calibrate(model, data, tmp_path / "out" / "q.qdq.onnx", "--json")
+    assert quiet.exit_code == 0, quiet.output
+    assert not PLAIN_LINE.search(quiet.stderr) and "calibrating on" not in quiet.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "big"])
+def test_calibrate_rejects_bad_crop_values(setup: tuple[Path, Path], tmp_path: Path, bad: str) -> None:
+    model, data = setup
+    result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx", "--crop", bad)
+    assert result.exit_code == 2 and "--crop" in result.output
