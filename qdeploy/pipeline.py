@@ -103,12 +103,11 @@ class CalibrateResult:
 
 def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: Any,
              progress: Callable[[int, int], None] | None) -> tuple[dict[str, TensorRange], dict[str, Any]]:
-    from qdeploy.backends import SessionOptions, get_backend
     from qdeploy.calib import make_observer
     from qdeploy.calib.collect import CollectConfig, collect_ranges
     from qdeploy.calib.data import count_samples, data_fingerprint, iter_samples
 
-    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    specs = input_specs(model)
     total = count_samples(config.data, specs)
     observer = make_observer(config.method, **config.method_options)  # validates options early
     passes = observer.passes
@@ -124,6 +123,23 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
                             quant.activation, CollectConfig(config.batch_size, config.threads), on_batch)
     data_info = {"source": str(config.data.source), "count": total, "sha256": data_fingerprint(config.data, specs)}
     return ranges, {"observer_config": observer.config.to_dict(), "data": data_info}
+
+
+def input_specs(model: ir.Model) -> list[Any]:
+    """The model's run-time inputs as :class:`TensorSpec` s, read from the graph (no ORT session: opening
+    one only to read them cost 1-4 s per call on SwinIR, and calibrate asked up to five times)."""
+    from qdeploy.types import TensorSpec
+
+    init = set(model.graph.initializers)
+    specs = []
+    for v in model.graph.inputs:
+        if v.name in init:
+            continue
+        dims = tuple(d if isinstance(d, int) else (str(d) if d is not None and str(d) else None)
+                     for d in (v.shape or ()))
+        dtype = v.dtype.numpy().name if v.dtype is not None else "float32"
+        specs.append(TensorSpec(v.name, dims, dtype))
+    return specs
 
 
 def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
@@ -142,11 +158,10 @@ def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
             raise InputError(f"--cache {config.cache} holds no attention q/k means (made without shift_qk)",
                              "recalibrate with --data, or quantize without shift_qk")
         return qk_means_from_json(stored)
-    from qdeploy.backends import SessionOptions, get_backend
     from qdeploy.calib.collect import CollectConfig
     from qdeploy.calib.data import iter_samples
 
-    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    specs = input_specs(model)
     return collect_qk_means(model, lambda: iter_samples(config.data, specs),
                             CollectConfig(config.batch_size, config.threads))
 
@@ -260,11 +275,10 @@ def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: d
     """The default's self-check and repair (:mod:`qdeploy.analyze.verify`) on held-out data."""
     from qdeploy.analyze.target import default_heldout
     from qdeploy.analyze.verify import QualityBar, verify_and_repair
-    from qdeploy.backends import SessionOptions, get_backend
     from qdeploy.quant import quantize
 
     bar = config.quality or QualityBar()
-    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    specs = input_specs(model)
     held = default_heldout(model, config.data, specs, bar, config.threads)
     free = dataclasses.replace(quant, full_integer=False, integer_region=False)  # any tensor may be left float
 
@@ -318,11 +332,10 @@ def _repair(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, names: li
         ApplyPrecisionMapPass(cached.precision_map, raise_ranges, model)(out)
         return _Repaired(out, precision_map=dict(cached.precision_map))
     from qdeploy.analyze.target import heldout_inputs, meet_target, plan_record
-    from qdeploy.backends import SessionOptions, get_backend
 
     raise_ranges = (cached.raise_ranges() if cached is not None and "raise_ranges" in cached.extra
                     else _raise_ranges(model, quant, means, names, ranges, config, progress))
-    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    specs = input_specs(model)
     held = heldout_inputs(config.target, config.data, [s.name for s in specs], specs)
     fusion = "tensorrt" if quant.name.startswith("tensorrt") else "ort-cpu"
     analysis, plan = meet_target(model, qmodel, ranges, raise_ranges, held, config.target.target, fusion,
@@ -368,11 +381,10 @@ def _cache_record(cached: Any, model_sha: str, method: str, extra: dict[str, Any
 
 def _refine(model: ir.Model, qmodel: ir.Model, config: CalibrateConfig) -> tuple[ir.Model, dict[str, Any]]:
     """Run ``config.refine`` on the calibration samples (all of them, held in memory: refinement iterates)."""
-    from qdeploy.backends import SessionOptions, get_backend
     from qdeploy.calib.data import iter_samples
     from qdeploy.refine import refine
 
-    specs = get_backend("ort-cpu").open(model, SessionOptions(threads=1)).inputs
+    specs = input_specs(model)
     samples = list(iter_samples(config.data, specs))
     return refine(config.refine, model, qmodel, samples, config.refine_options)
 
