@@ -73,6 +73,36 @@ def _tiny_sr() -> torch.nn.Module:
     return TinySR(scale=2, features=8)
 
 
+def _imdn_x2() -> torch.nn.Module:
+    from qdeploy_models.imdn import IMDN
+
+    return IMDN(scale=2, channels=32, blocks=4)
+
+
+def _pan_x3() -> torch.nn.Module:
+    from qdeploy_models.pan import PAN
+
+    return PAN(scale=3, channels=32, up_channels=16, blocks=6)
+
+
+def _esa_x4() -> torch.nn.Module:
+    from qdeploy_models.rfdn import RFDN
+
+    return RFDN(scale=4, channels=32, blocks=4)
+
+
+def _fsrcnn_y_x2() -> torch.nn.Module:
+    from qdeploy_models.fsrcnn import FSRCNN
+
+    return FSRCNN(scale=2, d=56, s=12, m=4)
+
+
+def _tinycls() -> torch.nn.Module:
+    from qdeploy_models.tinycls import TinyCls
+
+    return TinyCls(classes=10)
+
+
 ZOO: Registry[ZooEntry] = Registry("zoo model")
 ZOO.add("abpn-x3", ZooEntry(
     "abpn-x3", _abpn_x3,
@@ -82,6 +112,31 @@ ZOO.add("swinir-light-x2", ZooEntry(
     "swinir-light-x2", _swinir_light_x2,
     "SwinIR-light x2 (paper architecture, 910k params, RGB in [0, 1], any H/W); weights trained by qdeploy",
     (1, 3, 64, 64), weights="swinir_light_x2.pt", input_range=(0.0, 1.0)))
+ZOO.add("imdn-x2", ZooEntry(
+    "imdn-x2", _imdn_x2,
+    "IMDN-style x2 (distillation blocks + contrast-aware channel attention, 122k params, RGB in [0, 1]); "
+    "weights trained by qdeploy",
+    (1, 3, 64, 64), weights="imdn_x2.pt", input_range=(0.0, 1.0)))
+ZOO.add("pan-x3", ZooEntry(
+    "pan-x3", _pan_x3,
+    "PAN-style x3 (pixel attention, nearest-resize upsampler, bilinear skip, 73k params, RGB in [0, 1]); "
+    "weights trained by qdeploy",
+    (1, 3, 64, 64), weights="pan_x3.pt", input_range=(0.0, 1.0)))
+ZOO.add("esa-x4", ZooEntry(
+    "esa-x4", _esa_x4,
+    "RFDN/ESA-style x4 (enhanced spatial attention, 184k params, RGB in [0, 255], H/W >= 17); "
+    "weights trained by qdeploy",
+    (1, 3, 64, 64), weights="esa_x4.pt", input_range=(0.0, 255.0)))
+ZOO.add("fsrcnn-y-x2", ZooEntry(
+    "fsrcnn-y-x2", _fsrcnn_y_x2,
+    "FSRCNN-style x2 on luma (PReLU, ConvTranspose upsampler, 12.8k params, Y in [0, 1]); "
+    "weights trained by qdeploy",
+    (1, 1, 64, 64), weights="fsrcnn_y_x2.pt", input_range=(0.0, 1.0)))
+ZOO.add("tinycls", ZooEntry(
+    "tinycls", _tinycls,
+    "tiny 10-class image classifier (BatchNorm, depthwise conv, SiLU, residual, 18.6k params, RGB in [0, 1]); "
+    "weights trained by qdeploy",
+    (1, 3, 32, 32), weights="tinycls.pt", input_range=(0.0, 1.0)))
 ZOO.add("tiny-sr", ZooEntry(
     "tiny-sr", _tiny_sr, "tiny 3-conv x2 SR net with fixed-seed random weights (tests and demos)",
     (1, 3, 16, 16), weights=None, input_range=(0.0, 1.0)))
