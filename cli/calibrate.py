@@ -340,7 +340,9 @@ def _print_verified(con: Any, v: Any) -> None:
     verdict = "[green]met[/green]" if v.met else "[red]NOT met[/red] (best repair kept)"
     con.print(f"check ({v.bar}): {verdict}; measured as {v.measured_on}")
     if not v.changes:
-        con.print(f"  {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed")
+        skipped = "repair_skipped" in getattr(v, "timings", {})
+        con.print(f"  {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed"
+                  + ("; repair skipped: estimated over the time budget (see the warning above)" if skipped else ""))
         return
     con.print(f"  before repair {fmt(v.before_sqnr_db, v.before_loss_db)}; "
               f"after {fmt(v.after_sqnr_db, v.after_loss_db)}")

@@ -157,3 +157,15 @@ def test_sr_models_are_detected_from_their_output_shape() -> None:
             assert detect_sr_scale(ir.load(path), {"x": np.zeros((1, 3, 8, 8), np.float32)}) == s
         path = _export(torch.nn.Conv2d(3, 3, 3, padding=1), (1, 3, 8, 8), Path(tmp) / "same.onnx")
         assert detect_sr_scale(ir.load(path), {"x": np.zeros((1, 3, 8, 8), np.float32)}) is None
+
+
+def test_a_repair_over_the_time_budget_is_skipped_and_said(planted: tuple[Path, Path], tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    model, data = planted
+    cfg = DataConfig(source=data, holdout=0.25)
+    with caplog.at_level("WARNING"):
+        res = calibrate_model(CalibrateConfig(model=model, output=tmp_path / "q.onnx", data=cfg, threads=1,
+                                              quality=QualityBar(max_repair_seconds=0.0)))
+    v = res.verified
+    assert not v.met and not v.changes and "repair_skipped" in v.timings
+    assert "longer than 0 s" in caplog.text
