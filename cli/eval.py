@@ -33,8 +33,9 @@ def eval_group() -> None:
 @click.option("--dataset", type=click.Path(path_type=Path), required=True,
               help="Benchmark folder with HR/*.png (+ optional LR_bicubic/X{S}/<name>x{S}.png).")
 @click.option("--scale", type=click.IntRange(min=1), required=True, help="SR factor S (2, 3, 4, ...).")
-@click.option("--range", "value_range", type=PixelRange(), default="0-255", show_default=True, metavar="0-255|0-1",
-              help="Pixel range the model takes and returns: 0-255 or 0-1 (0,255 / 0..255 / 255 work too).")
+@click.option("--range", "value_range", type=PixelRange(), default=None, metavar="0-255|0-1",
+              help="Pixel range the model takes and returns: 0-255 or 0-1 (0,255 / 0..255 / 255 work too). "
+                   "Default: what `qdeploy export` recorded for the first model, else 0-255.")
 @click.option("--color", type=click.Choice(["rgb", "y"]), default=None,
               help="What the models take and return: rgb, or y (Y channel: SRCNN/ESPCN/FSRCNN style). "
                    "Default: from the input's channels (1 = y, 3 = rgb).")
@@ -48,7 +49,7 @@ def eval_group() -> None:
 @click.option("--per-image", is_flag=True, help="Also print a per-image PSNR-Y/SSIM-Y table.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the full report (per-image values too) as JSON on stdout.")
-def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int, color: str | None,
+def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int | None, color: str | None,
            save_dir: Path | None, rgb_psnr: bool, max_images: int | None, threads: int | None, backend: str,
            per_image: bool, as_json: bool) -> None:
     """Super-resolution PSNR/SSIM of MODELS (.onnx, dynamic H/W) on a benchmark folder.
@@ -84,6 +85,8 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int
 
     if not dataset.exists():
         raise InputError(f"dataset folder not found: {dataset}", DATASET_HINT)
+    if value_range is None:
+        value_range = _recorded_range(models, as_json)
     config = SREvalConfig(dataset=dataset, scale=scale, value_range=value_range, backend=backend,
                           threads=threads, rgb_psnr=rgb_psnr, max_images=max_images, color=color,
                           save_dir=save_dir)
@@ -118,3 +121,19 @@ def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[label], completed=done)
 
         yield update
+
+
+def _recorded_range(models: tuple[Path, ...], quiet: bool) -> int:
+    """``--range`` when not given: the export's record of the first model (said on stderr), else 255.
+
+    Why: a float model fed the wrong range scores below bicubic and every delta is garbage; the export
+    already knows the range (calibrate and profile read the same record).
+    """
+    from qdeploy.artifacts import exported_pixel_range
+
+    found = exported_pixel_range(models[0]) if models else None
+    if found is None:
+        return 255
+    console(stderr=True).print(f"pixel range {found} (recorded by qdeploy export for {models[0].name}; "
+                               "--range to change)", markup=False)
+    return 1 if found == "0-1" else 255

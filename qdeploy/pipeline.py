@@ -281,12 +281,34 @@ def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: d
     specs = input_specs(model)
     held = default_heldout(model, config.data, specs, bar, config.threads)
     free = dataclasses.replace(quant, full_integer=False, integer_region=False)  # any tensor may be left float
+    extra: dict[str, TensorRange] = {}
+    collected: list[bool] = []
 
     def rebuild(r: Any, for_map: bool) -> ir.Model:
-        return quantize(model, r, free if for_map else quant, means)
+        if not for_map:
+            return quantize(model, r, quant, means)
+        if not collected:  # without uint8 regions, e.g. a Split's outputs feed convs: they need ranges of their own
+            extra.update(_missing_ranges(model, free, means, ranges, config, progress))
+            collected.append(True)
+        return quantize(model, {**extra, **r}, free, means)
 
-    return verify_and_repair(model, qmodel, ranges, rebuild, held, bar, _fusion_name(quant.name), config.threads,
-                             progress)
+    verified = verify_and_repair(model, qmodel, ranges, rebuild, held, bar, _fusion_name(quant.name),
+                                 config.threads, progress)
+    if verified.precision_map is not None and extra:  # the cache must rebuild the mapped model on its own
+        verified = dataclasses.replace(verified, ranges={**extra, **verified.ranges})
+    return verified
+
+
+def _missing_ranges(model: ir.Model, free: Any, means: Any, ranges: dict[str, TensorRange], config: CalibrateConfig,
+                    progress: Callable[[int, int], None] | None) -> dict[str, TensorRange]:
+    """Ranges the placement without integer regions needs beyond ``ranges`` (one more observer pass)."""
+    from qdeploy.quant import tensors_to_calibrate
+    from qdeploy.quant.quantize import calibration_model
+
+    missing = [n for n in tensors_to_calibrate(model, free, means) if n not in ranges]
+    if not missing:
+        return {}
+    return _collect(calibration_model(model, free, means), missing, config, free, progress)[0]
 
 
 def _with_module_names(record: Any, model: ir.Model) -> Any:
