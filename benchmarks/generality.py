@@ -227,14 +227,22 @@ def ort_threads(threads: int) -> Iterator[None]:
 def run_ort(float_path: Path, out: Path, npz: Path, method: str, threads: int,
             reduce_range: bool = False) -> dict[str, Any]:
     feeds = npz_feeds(npz)
+    skip = False
     with ort_threads(threads):
         start = time.perf_counter()
-        ort_quantize_static(float_path, out, feeds, method, reduce_range=reduce_range)
+        try:
+            ort_quantize_static(float_path, out, feeds, method, reduce_range=reduce_range)
+        except Exception as exc:
+            if "symbolic shape" not in str(exc):
+                raise
+            skip = True  # ORT's documented fallback: pre-process without symbolic shape inference
+            start = time.perf_counter()
+            ort_quantize_static(float_path, out, feeds, method, reduce_range=reduce_range, skip_symbolic_shape=True)
         seconds = time.perf_counter() - start
     import onnxruntime as ort
 
     return {"calib_s": seconds, "method": f"quantize_static {method}{' reduce_range' if reduce_range else ''}",
-            "onnxruntime": ort.__version__}
+            "onnxruntime": ort.__version__, **({"pre_process": "skip_symbolic_shape=True"} if skip else {})}
 
 
 def run_modelopt(float_path: Path, out: Path, npz: Path, threads: int) -> dict[str, Any]:
@@ -335,6 +343,15 @@ def load_store(path: Path) -> dict[str, Any]:
     if path.is_file():
         return json.loads(path.read_text())
     return {"meta": {"commands": []}, "models": {}, "rows": {}}
+
+
+def merge_store(store: dict[str, Any], other: dict[str, Any]) -> None:
+    """Fold a parallel run's models, rows and commands into ``store`` (the other run's entries win)."""
+    for name, rec in other["models"].items():
+        if "skipped" not in rec or name not in store["models"]:
+            store["models"][name] = rec
+    store["rows"].update(other["rows"])
+    store["meta"]["commands"] += [c for c in other["meta"]["commands"] if c not in store["meta"]["commands"]]
 
 
 def save_store(store: dict[str, Any], path: Path) -> None:
@@ -486,7 +503,8 @@ def verify_note(v: dict[str, Any] | None) -> str:
         return "no verify record"
     def val(d: dict[str, Any]) -> str:
         return f"loss {d['loss_db']:.3f} dB" if d.get("loss_db") is not None else f"SQNR {d['sqnr_db']:.1f} dB"
-    return (f"held-out {val(v['before'])} -> {val(v['after'])}, {len(v['changes'])} changes, "
+    skipped = ", repair skipped (over auto's time budget)" if "repair_skipped" in v.get("timings", {}) else ""
+    return (f"held-out {val(v['before'])} -> {val(v['after'])}, {len(v['changes'])} changes{skipped}, "
             f"{'met' if v['met'] else 'NOT met'} ({v['bar']})")
 
 
@@ -495,6 +513,8 @@ def row_note(row: dict[str, Any]) -> str:
         return f"{'error' if 'error' in row else 'skipped'}: {row.get('error') or row.get('skipped')}"
     if row["variant"] == "auto":
         return verify_note(row.get("verify"))
+    if "pre_process" in row:
+        return f"ORT symbolic shape inference failed on this graph: pre-processed with {row['pre_process']}"
     return ""
 
 
@@ -641,6 +661,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ratio-only", action="store_true", help="with --timing-only: latency ratios only")
     ap.add_argument("--timing-note", default=DEFAULT_NOTE)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json, run nothing")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[],
+                    help="fold these JSON files (runs made in parallel with other --out) into --out, run nothing")
     args = ap.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.variants = [v for v in args.variants.split(",") if v]
@@ -660,7 +682,10 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     store = load_store(args.out.with_suffix(".json"))
-    if args.report_only:
+    if args.report_only or args.merge:
+        for other in args.merge:
+            merge_store(store, load_store(other))
+        save_store(store, args.out.with_suffix(".json"))
         print(write_report(store, args.out))
         return
     store["meta"]["commands"].append("python benchmarks/generality.py " + " ".join(sys.argv[1:]))
