@@ -101,17 +101,9 @@ def _image_batch(like: np.ndarray, photos: tuple[np.ndarray, ...], first: int,
     """A batch shaped and typed like ``like`` from photos ``first, first + 1, ...`` (cycling), each
     resized to cover H x W and centre-cropped, scaled from 0..255 to ``value_range`` (1 channel: BT.601
     Y in 16..235, as ``qdeploy calibrate --color y`` and ``qdeploy eval sr`` feed luma models)."""
-    from qdeploy.export.natural import fit_photo
-    from qdeploy.sr.metrics import y_channel
+    from qdeploy.export.natural import photo_array
 
-    n, c, h, w = like.shape
-    lo, hi = value_range
-    items = []
-    for b in range(n):
-        rgb = fit_photo(photos[(first + b) % len(photos)], h, w)
-        pixels = y_channel(rgb)[:, :, None] if c == 1 else rgb.astype(np.float64)
-        items.append(lo + pixels.transpose(2, 0, 1) / 255.0 * (hi - lo))
-    return np.stack(items).astype(like.dtype)
+    return photo_array(like.shape, photos, first, value_range).astype(like.dtype)
 
 
 def natural_inputs(feeds: dict[str, np.ndarray], value_range: tuple[float, float], seed: int,

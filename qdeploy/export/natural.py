@@ -24,7 +24,7 @@ from qdeploy.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PhotoSource", "fit_photo", "is_image_input", "load_photos", "parity_inputs"]
+__all__ = ["PhotoSource", "fit_photo", "is_image_input", "load_photos", "parity_inputs", "photo_array"]
 
 _SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # scikit-image sample photos (in its wheel; public domain / CC0) used when --data is not given.
@@ -103,21 +103,31 @@ def fit_photo(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return resized[top:top + height, left:left + width]
 
 
-def _photo_batch(like: torch.Tensor, photos: Sequence[np.ndarray], first: int,
-                 value_range: tuple[float, float]) -> torch.Tensor:
-    """A batch shaped like ``like`` from photos ``first, first + 1, ...`` (cycling), in ``value_range``."""
-    import torch
+def photo_array(shape: Sequence[int], photos: Sequence[np.ndarray], first: int,
+                value_range: tuple[float, float]) -> np.ndarray:
+    """An ``(N, C, H, W)`` float64 batch from photos ``first, first + 1, ...`` (cycling), each resized to
+    cover H x W and centre-cropped, scaled from 0..255 to ``value_range`` (1 channel: BT.601 Y in
+    16..235, as ``qdeploy calibrate --color y`` and ``qdeploy eval sr`` feed luma models).
 
+    Shared by export parity and ``profile`` so both feed image models the very same pixels."""
     from qdeploy.sr.metrics import y_channel
 
-    n, c, h, w = like.shape
+    n, c, h, w = shape
     lo, hi = value_range
     items = []
     for b in range(n):
         rgb = fit_photo(photos[(first + b) % len(photos)], h, w)
         pixels = y_channel(rgb)[:, :, None] if c == 1 else rgb.astype(np.float64)
         items.append(lo + pixels.transpose(2, 0, 1) / 255.0 * (hi - lo))
-    return torch.from_numpy(np.stack(items)).to(like.dtype)
+    return np.stack(items)
+
+
+def _photo_batch(like: torch.Tensor, photos: Sequence[np.ndarray], first: int,
+                 value_range: tuple[float, float]) -> torch.Tensor:
+    """A batch shaped like ``like`` from photos ``first, first + 1, ...`` (cycling), in ``value_range``."""
+    import torch
+
+    return torch.from_numpy(photo_array(tuple(like.shape), photos, first, value_range)).to(like.dtype)
 
 
 def parity_inputs(sets: Sequence[tuple[torch.Tensor, ...]], value_range: tuple[float, float],
