@@ -107,6 +107,10 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
                    "float. Any other name forces that one method everywhere, unchecked.")
 @click.option("--no-verify", is_flag=True,
               help="With --method auto: skip the held-out check and repair (mse ranges everywhere).")
+@click.option("--exact-weights", is_flag=True,
+              help="With --method auto on a CPU without VNNI: keep uint8 conv weights (u8u8 kernels, exactly the "
+                   "calibrated grid) instead of trying pair-safe int8 ones (u8s8 kernels, faster, kept only if "
+                   "the check still passes).")
 @click.option("--method-option", multiple=True, metavar="KEY=VALUE",
               help="Observer config override, e.g. num_bins=4096 or percentile=99.9.")
 @click.option("--preset", default="ort-cpu-int8", show_default=True,
@@ -177,7 +181,8 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
               help="Where to write the cache (default: OUTPUT with .calib.json).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads while collecting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, method_option: tuple[str, ...],
+def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, exact_weights: bool,
+                  method_option: tuple[str, ...],
                   preset: str,
                   bits: str | None, shift_qk: bool, refine: str | None, dqc_iterations: int, dqc_lr: float,
                   dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
@@ -227,7 +232,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
                                              **_bits_options(bits, preset),
                                              **({"shift_qk": True} if shift_qk else {})}, cache=cache,
                              cache_output=cache_out, batch_size=batch_size, threads=threads, refine=refine,
-                             verify=not no_verify,
+                             verify=not no_verify, fast_weights=not exact_weights,
                              refine_options=_refine_options(refine, dqc_iterations, dqc_lr, dqc_batch, dqc_device,
                                                             seed, as_json),
                              target=_target(target_sqnr, target_loss, target_data, target_scale, target_samples,
@@ -267,6 +272,11 @@ def _run_with_progress(config: Any, quiet: bool) -> Any:
     from qdeploy.pipeline import calibrate_model
 
     with progress_reporter("calibrating", quiet=quiet) as report:
+        if config.refine is not None:  # DQC's iterations on the same display, under their own label
+            import dataclasses
+
+            options = {**config.refine_options, "progress": report.stage(config.refine.upper(), "iterations")}
+            config = dataclasses.replace(config, refine_options=options)
         return calibrate_model(config, report)
 
 
@@ -341,8 +351,9 @@ def _print_verified(con: Any, v: Any) -> None:
     con.print(f"check ({v.bar}): {verdict}; measured as {v.measured_on}")
     if not v.changes:
         skipped = "repair_skipped" in getattr(v, "timings", {})
-        con.print(f"  {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed"
+        con.print(f"  calibrated: {fmt(v.before_sqnr_db, v.before_loss_db)}; no tensor changed"
                   + ("; repair skipped: estimated over the time budget (see the warning above)" if skipped else ""))
+        _print_faster(con, getattr(v, "faster", None))
         return
     con.print(f"  before repair {fmt(v.before_sqnr_db, v.before_loss_db)}; "
               f"after {fmt(v.after_sqnr_db, v.after_loss_db)}")
@@ -353,6 +364,17 @@ def _print_verified(con: Any, v: Any) -> None:
     for c in v.changes:
         table.add_row(c.tensor, c.producer, c.before, c.after, c.why)  # "made by" is the module label
     con.print(table)
+    _print_faster(con, getattr(v, "faster", None))
+
+
+def _print_faster(con: Any, faster: dict[str, Any] | None) -> None:
+    """The faster kernel form auto tried last, and whether it was kept (with what it measured)."""
+    if not faster:
+        return
+    loss = faster.get("loss_db")
+    measured = f"output SQNR {faster['sqnr_db']:.2f} dB" + (f", Y-PSNR loss {loss:.3f} dB" if loss is not None else "")
+    verdict = "kept" if faster["kept"] else "not kept"
+    con.print(f"  faster form ({faster['form']}; {faster['convs']} convs): {measured}: {verdict}, {faster['why']}")
 
 
 def _module_labels(cache: Path) -> dict[str, str]:

@@ -32,11 +32,14 @@ class CalibrateConfig:
     ``preset_options`` override fields of the preset's :class:`QuantConfig` (op types, include/exclude).
     ``refine`` names a refinement of the quantized model's parameters (``qdeploy.refine.REFINERS``, e.g.
     "dqc") run on the calibration data after quantizing; ``refine_options`` are its config fields
-    (for DQC: iterations, lr, batch_size, feature_weight, seed, device, ...; ``show_progress``).
+    (for DQC: iterations, lr, batch_size, feature_weight, seed, device, ...; ``show_progress``, and
+    ``progress``, a ``(done, total)`` callback for the iterations).
     ``target`` (a :class:`qdeploy.analyze.target.TargetConfig`) repairs the quantized model to an accuracy
     target by raising (or leaving float) its most sensitive tensors; the map lands in the cache.
     ``verify`` (with ``method="auto"``, the default, and no target): check the model against ``quality``
     (a :class:`qdeploy.analyze.verify.QualityBar`) on held-out data and repair it until it meets the bar.
+    ``fast_weights`` (with ``verify``): also try the faster kernel form of the checked model
+    (:mod:`qdeploy.quant.kernel_forms`; ORT CPU without VNNI) and keep it only if it still meets the bar.
     """
 
     model: Path
@@ -55,6 +58,7 @@ class CalibrateConfig:
     target: Any = None
     verify: bool = True
     quality: Any = None
+    fast_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.data is None and self.cache is None:
@@ -232,6 +236,10 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     else:
         repaired = _repair(model, qmodel, quant, means, names, ranges, cached, config, progress)
     qmodel = repaired.model
+    if cached is not None:  # what the cached check kept (a faster kernel form) is part of the model
+        from qdeploy.quant.kernel_forms import reapply_faster_form
+
+        qmodel = reapply_faster_form(qmodel, cached.extra.get("verify"))
     if config.cache is None or config.target is not None:
         cache_path = config.cache_path
         record = _cache_record(cached, model_sha, method, extra, quant, ranges, means, repaired)
@@ -264,9 +272,10 @@ def default_holdout(method: str, verify: bool, data: Path | None, target: bool) 
     """
     if method != "auto" or not verify or target or data is None or not Path(data).is_dir():
         return 0.0
-    from qdeploy.calib.data import IMAGE_SUFFIXES
+    from qdeploy.calib.data import IMAGE_SUFFIXES, list_files
 
-    images = sum(1 for p in Path(data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    # counted as calibration lists them (subfolders included: a train/{T91,BSD200} folder is one set)
+    images = sum(1 for p in list_files(Path(data)) if p.suffix.lower() in IMAGE_SUFFIXES)
     return AUTO_HOLDOUT if images >= AUTO_HOLDOUT_MIN_FILES else 0.0
 
 
@@ -292,8 +301,11 @@ def _verify(model: ir.Model, qmodel: ir.Model, quant: Any, means: Any, ranges: d
             collected.append(True)
         return quantize(model, {**extra, **r}, free, means)
 
+    from qdeploy.quant.kernel_forms import faster_form_for
+
+    faster = faster_form_for(quant) if config.fast_weights else None
     verified = verify_and_repair(model, qmodel, ranges, rebuild, held, bar, _fusion_name(quant.name),
-                                 config.threads, progress)
+                                 config.threads, progress, faster)
     if verified.precision_map is not None and extra:  # the cache must rebuild the mapped model on its own
         verified = dataclasses.replace(verified, ranges={**extra, **verified.ranges})
     return verified

@@ -43,6 +43,8 @@ _LOG = logging.getLogger(__name__)
 #: ``rebuild(ranges, for_map)`` -> the QDQ model for these ranges; ``for_map`` asks for a graph whose
 #: tensors can each be left float (no integer-only tails).
 Rebuild = Callable[[Mapping[str, TensorRange], bool], ir.Model]
+#: ``faster(model)`` -> (a faster kernel form of the model, a record of what changed), or None when there is none.
+Faster = Callable[[ir.Model], "tuple[ir.Model, dict[str, Any]] | None"]
 
 #: Output SQNR gain (dB) a method switch must bring to be kept: below it the change is measurement noise.
 MIN_GAIN_DB = 0.05
@@ -116,6 +118,7 @@ class Verified:
     timings: dict[str, float] = field(default_factory=dict)
     model: ir.Model | None = field(default=None, repr=False, compare=False)
     analysis: SensitivityResult | None = field(default=None, repr=False, compare=False)
+    faster: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (model and analysis left out)."""
@@ -123,7 +126,7 @@ class Verified:
                 "before": {"sqnr_db": self.before_sqnr_db, "loss_db": self.before_loss_db},
                 "after": {"sqnr_db": self.after_sqnr_db, "loss_db": self.after_loss_db},
                 "changes": [c.to_dict() for c in self.changes], "seconds": self.seconds,
-                "timings": dict(self.timings)}
+                "timings": dict(self.timings)} | ({"faster": self.faster} if self.faster is not None else {})
 
 
 class _Meter:
@@ -235,23 +238,55 @@ def _leave_float(float_model: ir.Model, qmodel: ir.Model, ranges: Mapping[str, T
 
 def verify_and_repair(float_model: ir.Model, qmodel: ir.Model, ranges: Mapping[str, TensorRange], rebuild: Rebuild,
                       heldout: Any, bar: QualityBar | None = None, fusion_target: str = "ort-cpu",
-                      threads: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Verified:
+                      threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+                      faster: Faster | None = None) -> Verified:
     """Measure ``qmodel`` on ``heldout`` (a :class:`qdeploy.analyze.target.HeldOut`) and repair it to ``bar``.
 
     ``ranges`` are the ``auto`` observer's (each with ``details["candidates"]``); ``rebuild`` makes the QDQ
     model for other ranges. Returns the repaired model (``qmodel`` itself when the bar is met at once).
+    ``faster``: a last step for a model that meets the bar: the faster kernel form it returns is measured
+    too and kept only if it still meets the bar (the record says either way).
     """
-    clock = _Clock()
     bar = bar or QualityBar()
     meter = _Meter(float_model, heldout, threads)
+    verified = _check_and_repair(float_model, qmodel, ranges, rebuild, meter, bar, fusion_target, progress)
+    if faster is None or not verified.met or verified.model is None:
+        return verified
+    return _try_faster(verified, faster, meter, bar)
+
+
+def _try_faster(verified: Verified, faster: Faster, meter: _Meter, bar: QualityBar) -> Verified:
+    """The faster form of the verified model if it still meets the bar (one more check), else the model as is."""
+    start = time.perf_counter()
+    made = faster(verified.model)  # type: ignore[arg-type]
+    if made is None:
+        return verified
+    model, record = made
+    sqnr, loss = meter(model)
+    kept = bar.met(sqnr, loss)
+    record = record | {"sqnr_db": sqnr, "loss_db": loss, "kept": kept,
+                       "why": "still meets the bar" if kept else "misses the bar: the exact form is kept"}
+    timings = verified.timings | {"faster_form": round(time.perf_counter() - start, 3)}
+    if not kept:
+        return dataclasses.replace(verified, faster=record, timings=timings)
+    return dataclasses.replace(verified, faster=record, timings=timings, model=model, after_sqnr_db=sqnr,
+                               after_loss_db=loss, seconds=verified.seconds + timings["faster_form"])
+
+
+def _check_and_repair(float_model: ir.Model, qmodel: ir.Model, ranges: Mapping[str, TensorRange], rebuild: Rebuild,
+                      meter: _Meter, bar: QualityBar, fusion_target: str,
+                      progress: Callable[[int, int], None] | None) -> Verified:
+    """Steps 1-3 of the module docstring."""
+    clock = _Clock()
+    heldout = meter.heldout
     sqnr0, loss0 = meter(qmodel)
     clock.lap("check")
     done = {"bar": bar.text(loss0 is not None), "measured_on": heldout.description, "before_sqnr_db": sqnr0,
             "before_loss_db": loss0}
-    samples = _ranking_samples(qmodel, clock.laps["check"], len(heldout.batches), bar)
-    if bar.met(sqnr0, loss0) or samples == 0:
-        if samples == 0:
+    met = bar.met(sqnr0, loss0)  # the ranking's estimate (a warning) is only worth saying when it will run
+    samples = 0 if met else _ranking_samples(qmodel, clock.laps["check"], len(heldout.batches), bar)
+    if met or samples == 0:
+        if not met:
             _LOG.warning("the check is not met (%s) and a repair would take longer than %.0f s here: model kept "
                          "as calibrated; rank and repair it with `qdeploy analyze` or `calibrate --target-loss/"
                          "--target-sqnr`, or raise the budget", _fmt(sqnr0, loss0), bar.max_repair_seconds)

@@ -43,6 +43,7 @@ __all__ = [
     "count_samples",
     "data_fingerprint",
     "is_heldout",
+    "list_files",
     "iter_samples",
     "part_files",
     "sample_key",
@@ -114,7 +115,7 @@ class _Plan:
     selected: tuple[int, ...]
 
 
-def _list_files(source: Path) -> list[Path]:
+def list_files(source: Path) -> list[Path]:
     """Supported files under ``source``, subfolders included (sorted by relative path), or ``[source]``.
 
     Why recursive: training sets come as a folder of sets (e.g. ``train/{T91,BSD200}``); hidden files
@@ -151,7 +152,7 @@ def sample_key(source: Path, path: Path) -> str:
 
 
 def _plan(config: DataConfig, inputs: list[TensorSpec]) -> _Plan:
-    files = _list_files(config.source)
+    files = list_files(config.source)
     n_images = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in files)
     if 0 < n_images < len(files):
         raise InputError(
@@ -193,7 +194,7 @@ def part_files(config: DataConfig) -> list[Path]:
     Why public: an SR accuracy target needs the held-out *files* (HR images to make LR/HR pairs from),
     and must split them exactly as calibration did.
     """
-    files = [p for p in _list_files(config.source) if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in list_files(config.source) if p.suffix.lower() in IMAGE_SUFFIXES]
     return [files[i] for i in _split(config, "images", files, len(files))] if files else []
 
 
@@ -223,7 +224,7 @@ def with_image_defaults(config: DataConfig, inputs: list[TensorSpec], crop_given
     Why not in :class:`DataConfig`: the defaults depend on the model (dynamic H/W or not), and a
     library caller who builds a config has said what it wants.
     """
-    files = _list_files(config.source)
+    files = list_files(config.source)
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files) or len(inputs) != 1:
         return config, None
     config, defaulted = image_defaults(config, inputs[0], crop_given, num_samples_given)

@@ -76,9 +76,10 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return model, data
 
 
-def _calibrate(model: Path, data: Path, out: Path, method: str) -> object:
+def _calibrate(model: Path, data: Path, out: Path, method: str, fast_weights: bool = True) -> object:
     cfg = DataConfig(source=data, holdout=0.25)
-    return calibrate_model(CalibrateConfig(model=model, output=out, data=cfg, method=method, threads=1))
+    return calibrate_model(CalibrateConfig(model=model, output=out, data=cfg, method=method, threads=1,
+                                           fast_weights=fast_weights))
 
 
 def test_planted_tensor_is_repaired_and_named(planted: tuple[Path, Path], tmp_path: Path) -> None:
@@ -119,20 +120,51 @@ def test_cli_summary_names_the_repaired_tensor(planted: tuple[Path, Path], tmp_p
     assert "Mul_1_output_0" in res.output and "float needed to meet the bar" in res.output
 
 
-def test_a_model_that_meets_the_bar_is_the_mse_model(tmp_path: Path) -> None:
-    """No repair needed: auto's ranges are mse's, so the QDQ model computes exactly what mse's does."""
+@pytest.fixture(scope="module")
+def good_net(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A conv net that meets the bar with mse's ranges (no repair needed)."""
     import analyze_models
     import onnx_ir as ir
 
-    model = tmp_path / "net.onnx"
+    tmp = tmp_path_factory.mktemp("good")
+    model = tmp / "net.onnx"
     ir.save(analyze_models.conv_net(), model)
-    data = tmp_path / "data.npy"
+    data = tmp / "data.npy"
     np.save(data, np.random.default_rng(3).random((24, 3, analyze_models.HW, analyze_models.HW), np.float32))
-    auto = _calibrate(model, data, tmp_path / "auto.onnx", "auto")
+    return model, data
+
+
+def test_a_model_that_meets_the_bar_is_the_mse_model(good_net: tuple[Path, Path], tmp_path: Path) -> None:
+    """No repair needed: auto's ranges are mse's, so (exact weights) the QDQ model computes what mse's does."""
+    model, data = good_net
+    auto = _calibrate(model, data, tmp_path / "auto.onnx", "auto", fast_weights=False)
     mse = _calibrate(model, data, tmp_path / "mse.onnx", "mse")
-    assert auto.verified.met and not auto.verified.changes
+    assert auto.verified.met and not auto.verified.changes and auto.verified.faster is None
     for x in np.load(data)[:6]:
         np.testing.assert_array_equal(_run(auto.output, x[None]), _run(mse.output, x[None]))
+
+
+def test_the_faster_form_is_measured_kept_only_if_met_and_cached(good_net: tuple[Path, Path], tmp_path: Path) -> None:
+    """On ORT CPU without VNNI, auto also measures the pair-safe int8 form; what it keeps, the cache rebuilds."""
+    import onnx_ir as ir
+
+    from qdeploy.quant.kernel_forms import pair_safe_int8_convs
+    from qdeploy.quant.presets import cpu_has_vnni
+
+    if cpu_has_vnni():
+        pytest.skip("with VNNI the preset's weights are int8 already: no faster form to try")
+    model, data = good_net
+    auto = _calibrate(model, data, tmp_path / "auto.onnx", "auto")
+    mse = _calibrate(model, data, tmp_path / "mse.onnx", "mse")
+    faster = auto.verified.faster
+    assert faster is not None and faster["convs"] > 0
+    assert faster["kept"] == (faster["sqnr_db"] >= BAR.sqnr_db)
+    expected = pair_safe_int8_convs(ir.load(mse.output))[0] if faster["kept"] else ir.load(mse.output)
+    ir.save(expected, tmp_path / "expected.onnx")
+    again = calibrate_model(CalibrateConfig(model=model, output=tmp_path / "again.onnx", cache=auto.cache))
+    for x in np.load(data)[:6]:
+        np.testing.assert_array_equal(_run(auto.output, x[None]), _run(tmp_path / "expected.onnx", x[None]))
+        np.testing.assert_array_equal(_run(again.output, x[None]), _run(auto.output, x[None]))
 
 
 def test_sr_models_are_detected_from_their_output_shape() -> None:
@@ -169,3 +201,20 @@ def test_a_repair_over_the_time_budget_is_skipped_and_said(planted: tuple[Path, 
     v = res.verified
     assert not v.met and not v.changes and "repair_skipped" in v.timings
     assert "longer than 0 s" in caplog.text
+
+
+def test_cli_says_whether_the_faster_form_was_kept(good_net: tuple[Path, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from qdeploy_cli.main import cli
+
+    from qdeploy.quant.presets import cpu_has_vnni
+
+    model, data = good_net
+    args = ["calibrate", str(model), "--data", str(data), "--holdout", "0.25", "--threads", "1"]
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "q.onnx")], env={"COLUMNS": "200"})
+    exact = CliRunner().invoke(cli, [*args, "--exact-weights", "-o", str(tmp_path / "e.onnx")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and exact.exit_code == 0, res.output + exact.output
+    assert "faster form" not in exact.output
+    if not cpu_has_vnni():
+        assert "faster form (int8 conv weights, pair-safe (u8s8 kernels)" in res.output
+        assert ("kept, still meets the bar" in res.output) != ("not kept" in res.output)
