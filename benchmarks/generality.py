@@ -544,7 +544,10 @@ def verify_note(v: dict[str, Any] | None) -> str:
     def val(d: dict[str, Any]) -> str:
         return f"loss {d['loss_db']:.3f} dB" if d.get("loss_db") is not None else f"SQNR {d['sqnr_db']:.1f} dB"
     skipped = ", repair skipped (over auto's time budget)" if "repair_skipped" in v.get("timings", {}) else ""
-    return (f"held-out {val(v['before'])} -> {val(v['after'])}, {len(v['changes'])} changes{skipped}, "
+    fast = v.get("faster")
+    faster = "" if not fast else (f", pair-safe int8 weights on {fast['convs']} convs "
+                                  f"{'kept' if fast['kept'] else 'tried, not kept'}")
+    return (f"held-out {val(v['before'])} -> {val(v['after'])}, {len(v['changes'])} changes{skipped}{faster}, "
             f"{'met' if v['met'] else 'NOT met'} ({v['bar']})")
 
 
@@ -664,7 +667,9 @@ PROTOCOL = (
     "calibration crops come from all of BSD200 (the default command's data), which holds the 10 photos its "
     "task is drawn from: unlabelled crops that may overlap its held-out region. SwinIR-light is timed at "
     "1x3x128x128 with 5 rounds (slow on a 1-thread CPU), the other SR models at 1xCx256x256, the classifier "
-    "at its 1x3x32x32.")
+    "at its 1x3x32x32. On this CPU (AVX2 without VNNI) auto's last step measures the pair-safe int8 form of "
+    "the group-1 convs (u8s8 kernels, `qdeploy.quant.kernel_forms`) and keeps it only if its check still passes; "
+    "the auto rows name it where it was kept (rows calibrated before that step existed do not).")
 
 
 def modelopt_section(store: dict[str, Any]) -> list[str]:

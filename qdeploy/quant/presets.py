@@ -116,7 +116,10 @@ def ort_cpu_int8(vnni: bool | None = None) -> QuantConfig:
     0.80) were measured while another job held the second core; on the idle machine the default INT8
     graph ran at 0.93-1.05 of float time, so no reliable CPU speed-up is claimed on AVX2 without VNNI.
     ``full_integer`` is on by default (it only rewrites the pattern it recognises and leaves other graphs
-    alone); ``avoid_pair_saturation`` stays opt-in.
+    alone); ``avoid_pair_saturation`` stays opt-in for explicit methods. ``calibrate``'s default
+    (``--method auto``) goes further without VNNI: after its held-out check it measures the pair-safe int8
+    form of the group-1 convs (:mod:`qdeploy.quant.kernel_forms`) and keeps it only if it still meets the
+    bar (``--exact-weights`` keeps the uint8 form).
     """
     has_vnni = cpu_has_vnni() if vnni is None else vnni
     common = dict(  # noqa: C408 (keyword form reads like the QuantConfig call it feeds)
