@@ -47,11 +47,16 @@ def eval_group() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--backend", default="ort-cpu", show_default=True, help="ort-cpu or ort-cuda.")
 @click.option("--per-image", is_flag=True, help="Also print a per-image PSNR-Y/SSIM-Y table.")
+@click.option("--graph-optimization", type=click.Choice(["all", "extended", "basic", "disable"]), default="all",
+              show_default=True,
+              help="ONNX Runtime graph optimization: 'all' runs the fused integer kernels a deployment runs; "
+                   "'basic' keeps Q/DQ as plain math (the accuracy of a W4A4/W3A3 simulation graph, which no "
+                   "CPU kernel runs).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the full report (per-image values too) as JSON on stdout.")
 def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int | None, color: str | None,
            save_dir: Path | None, rgb_psnr: bool, max_images: int | None, threads: int | None, backend: str,
-           per_image: bool, as_json: bool) -> None:
+           per_image: bool, graph_optimization: str, as_json: bool) -> None:
     """Super-resolution PSNR/SSIM of MODELS (.onnx, dynamic H/W) on a benchmark folder.
 
     \b
@@ -89,7 +94,7 @@ def sr_cmd(models: tuple[Path, ...], dataset: Path, scale: int, value_range: int
         value_range = _recorded_range(models, as_json)
     config = SREvalConfig(dataset=dataset, scale=scale, value_range=value_range, backend=backend,
                           threads=threads, rgb_psnr=rgb_psnr, max_images=max_images, color=color,
-                          save_dir=save_dir)
+                          save_dir=save_dir, graph_optimization=graph_optimization)
     with _progress_bar() as progress:
         report = evaluate_sr(list(models), config, progress=progress)
     for row in report.models:

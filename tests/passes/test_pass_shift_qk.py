@@ -118,10 +118,42 @@ def _div_attention() -> ir.Model:
     return export(Attention(), torch.randn(1, 10, 16))
 
 
+def _cosine_attention() -> ir.Model:
+    """NGswin / Swin-v2 form: normalised q and k, scores times a learned per-head ``exp(logit_scale)``
+    (``[heads, 1, 1]``, clamped), plus a relative-position bias; exported and simplified as
+    ``qdeploy export`` does (onnxsim folds the clamp and exp of the parameter into one constant)."""
+    import onnxsim
+    import torch
+
+    class Cosine(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.proj = torch.nn.Linear(16, 48), torch.nn.Linear(16, 16)
+            self.logit_scale = torch.nn.Parameter(torch.log(10 * torch.rand(4, 1, 1) + 1))
+            self.bias = torch.nn.Parameter(torch.randn(4, 10, 10))
+            with torch.no_grad():
+                self.qkv.bias[:32] += 2.0 * torch.randn(32)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, 4, 4).permute(2, 0, 3, 1, 4)
+            q, k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+            scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+            attn = torch.softmax(q @ k.transpose(-2, -1) * scale + self.bias, dim=-1)
+            return self.proj((attn @ v).transpose(1, 2).reshape(b, n, 16))
+
+    torch.manual_seed(6)
+    raw = ir.serde.serialize_model(export(Cosine(), torch.randn(1, 10, 16)))
+    simplified, ok = onnxsim.simplify(raw)
+    assert ok
+    return ir.serde.deserialize_model(simplified)
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, ir.Model]:
     return {"swinir-dynamo": _dynamo_export(_swinir()), "swinir-torchscript": export(_swinir(), _rand()),
-            "div-attention": _div_attention(), "hand-built": from_text(ATTENTION_TEXT)}
+            "div-attention": _div_attention(), "hand-built": from_text(ATTENTION_TEXT),
+            "cosine-attention": _cosine_attention()}
 
 
 def _rand():
@@ -143,7 +175,8 @@ def _data(model: ir.Model, n: int = 3, seed: int = 0) -> Callable[[], list[dict[
     return lambda: feeds
 
 
-EXPECTED_BLOCKS = {"swinir-dynamo": 2, "swinir-torchscript": 2, "div-attention": 1, "hand-built": 1}
+EXPECTED_BLOCKS = {"swinir-dynamo": 2, "swinir-torchscript": 2, "div-attention": 1, "hand-built": 1,
+                   "cosine-attention": 1}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_BLOCKS))

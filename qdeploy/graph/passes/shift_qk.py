@@ -26,7 +26,8 @@ an activation input would itself be selected for quantization and re-quantize th
 
 What counts as attention (:func:`find_attention`): ``MatMul(a, b)`` of two run-time tensors whose output
 reaches a ``Softmax`` over its last axis through a single-consumer chain of ``Add`` (biases, masks),
-``Sub`` (scores first), ``Mul``/``Div`` by a constant scalar and ``Reshape`` that keeps the last (key)
+``Sub`` (scores first), ``Mul``/``Div`` by a constant that is the same along the key axis (a scalar, or
+a per-head/per-row scale with last dimension 1: cosine attention's ``logit_scale``) and ``Reshape`` that keeps the last (key)
 dimension (row-major, so rows map to rows: SwinIR's shifted-window mask goes through two), and whose
 softmax feeds ``MatMul(softmax, v)``. Anything else, e.g. a scores tensor read twice, a softmax over
 another axis, a ``Where`` mask, is left alone: the cancellation would not be provable.
@@ -150,9 +151,14 @@ class _LastDims:
         return self._inferred
 
 
-def _scalar_const(value: ir.Value | None) -> bool:
+def _row_const(value: ir.Value | None) -> bool:
+    """A constant that is the same along the key (last) axis: a scalar, or last dimension 1.
+
+    Multiplying the scores by it scales each softmax row by one number (e.g. cosine attention's learned
+    per-head ``logit_scale``, ``[heads, 1, 1]``), so a term constant along the row stays constant.
+    """
     array = constant_array(value)
-    return array is not None and array.size == 1
+    return array is not None and (array.size == 1 or (array.ndim >= 1 and array.shape[-1] == 1))
 
 
 def _keeps_rows(node: ir.Node, index: int, key: Callable[[], int | str | None], last_dims: _LastDims) -> bool:
@@ -163,9 +169,9 @@ def _keeps_rows(node: ir.Node, index: int, key: Callable[[], int | str | None], 
     if op == "Sub":
         return index == 0
     if op == "Mul":
-        return _scalar_const(other)
+        return _row_const(other)
     if op == "Div":
-        return index == 0 and _scalar_const(other)
+        return index == 0 and _row_const(other)
     if op == "Reshape":
         return index == 0 and key() is not None and last_dims(node.outputs[0]) == key()
     return False
