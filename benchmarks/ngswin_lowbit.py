@@ -156,7 +156,8 @@ def table(store: dict) -> str:
             continue
         scored = {lab: r["Set5"] - fl["Set5"] for lab, r in got.items() if r and "Set5" in r}
         best = max(scored, key=scored.get) if scored else None
-        met = "" if best is None else (" met" if -scored[best] <= GOAL[bits] else f" NOT met by {-scored[best] - GOAL[bits]:.3f}")
+        miss = None if best is None else -scored[best] - GOAL[bits]
+        met = "" if miss is None else (" met" if miss <= 0 else f" NOT met by {miss:.3f}")
         lines.append(f"| W{bits}A{bits} | " + " | ".join(cell(got[lab], fl, sets) for lab in labels)
                      + f" | {best or '-'} ({scored.get(best, float('nan')):+.3f}) | ≤ {GOAL[bits]}{met} | "
                      + (f"-{TWO_D_QUANT[bits]}" if bits in TWO_D_QUANT else "") + " |")

@@ -4,10 +4,16 @@ Why both: a rich bar on a non-terminal (CI logs, ``nohup``, a pipe) draws nothin
 calibration left no trace in its log. Off a terminal this prints one line per ``PLAIN_STEP`` of the
 work or per ``PLAIN_INTERVAL_S`` seconds, whichever comes first, e.g.
 ``calibrating: 32/64 samples, 12 s elapsed, ~12 s left``.
+
+One command may run several stages (calibration, then DQC iterations): :meth:`Reporter.stage` gives
+each its own label and unit on the same display, so only one live bar is ever drawn. The library's
+estimate lines (:mod:`qdeploy.progress`) are printed by :func:`install_announcements` as plain lines on
+stderr too.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +21,8 @@ from typing import TextIO
 
 import click
 
-__all__ = ["PLAIN_INTERVAL_S", "PLAIN_STEP", "PlainProgress", "ProgressFn", "progress_reporter"]
+__all__ = ["PLAIN_INTERVAL_S", "PLAIN_STEP", "PlainProgress", "ProgressFn", "Reporter", "install_announcements",
+           "progress_reporter"]
 
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -37,6 +44,13 @@ class PlainProgress:
         self.last_step = 0
         self.last_done = -1
         self.last_total: int | None = None
+
+    def relabel(self, label: str, unit: str) -> None:
+        """Start a new stage with its own label, unit, clock and steps (no-op when nothing changes)."""
+        if (label, unit) != (self.label, self.unit):
+            self.label, self.unit = label, unit
+            self.start = self.last_time = self.clock()
+            self.last_total, self.last_step, self.last_done = None, 0, -1
 
     def __call__(self, done: int, total: int | None) -> None:
         """Report ``done`` of ``total`` (None: unknown) if a step or the interval has passed, or at the end."""
@@ -60,24 +74,74 @@ class PlainProgress:
         return text
 
 
+class Reporter:
+    """The ``(done, total)`` callback :func:`progress_reporter` yields, plus :meth:`stage` for other stages.
+
+    ``show(label, unit, done, total)`` draws on the one display (rich bar or :class:`PlainProgress`).
+    """
+
+    def __init__(self, label: str, unit: str, show: Callable[[str, str, int, int | None], None]) -> None:
+        self.label, self.unit, self.show = label, unit, show
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.show(self.label, self.unit, done, total)
+
+    def stage(self, label: str, unit: str) -> ProgressFn:
+        """A callback for another stage (e.g. ``"DQC"``, ``"iterations"``) drawn on the same display."""
+        return lambda done, total: self.show(label, unit, done, total)
+
+
 @contextmanager
-def progress_reporter(label: str, quiet: bool = False, unit: str = "samples") -> Iterator[ProgressFn]:
-    """Yield a ``(done, total)`` callback: rich bar on a terminal stderr, :class:`PlainProgress` otherwise.
+def progress_reporter(label: str, quiet: bool = False, unit: str = "samples") -> Iterator[Reporter]:
+    """Yield a :class:`Reporter`: rich bar on a terminal stderr, :class:`PlainProgress` lines otherwise.
 
     ``quiet`` (e.g. ``--json``) reports nothing. Everything goes to stderr, so stdout stays clean.
     """
     if quiet:
-        yield lambda done, total: None
+        yield Reporter(label, unit, lambda *_: None)
         return
     from qdeploy_cli._common import console
 
     con = console(stderr=True)
     if not con.is_terminal:
-        yield PlainProgress(label, unit)
+        plain = PlainProgress(label, unit)
+
+        def show_plain(name: str, units: str, done: int, total: int | None) -> None:
+            plain.relabel(name, units)
+            plain(done, total)
+
+        yield Reporter(label, unit, show_plain)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=con, transient=True) as bar:
         task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        yield Reporter(label, unit, lambda name, _, done, total: bar.update(task, description=name, completed=done,
+                                                                             total=total))
+
+
+class _EchoHandler(logging.Handler):
+    """Prints a record's message alone on the *current* stderr (click resolves it per call, so a test
+    runner's captured stream and a rich bar's redirection both receive it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(record.getMessage(), err=True)
+        except Exception:  # a logging handler must never raise into the work it reports on
+            self.handleError(record)
+
+
+def install_announcements(quiet: bool = False) -> None:
+    """Print :mod:`qdeploy.progress` announcements (estimates of long work) as plain stderr lines.
+
+    Idempotent (one handler however often a process invokes the CLI); ``quiet`` (``--json``) drops them,
+    as the progress lines are dropped. The records do not propagate, so ``-v`` does not print them twice.
+    """
+    from qdeploy.progress import ANNOUNCE_LOGGER
+
+    logger = logging.getLogger(ANNOUNCE_LOGGER)
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)

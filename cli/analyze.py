@@ -122,7 +122,8 @@ def analyze_cmd(
     )
     raise_ranges = cache_obj.raise_ranges() if cache_obj is not None else None
     result, plan = _run(fm, qm, batches, ranges, raise_ranges, threads, target_sqnr, quiet=as_json)
-    _write(plan, output, cache, cache_obj, result, report_dir, top)
+    _write(plan, output, cache, cache_obj, result, report_dir, top,
+           _source(float_model, qdq_model, data, len(batches)) if report_dir is not None else None)
     if as_json:
         from qdeploy_cli._common import print_json
 
@@ -199,6 +200,14 @@ def _run(
     return result, plan
 
 
+def _source(float_model: Path, qdq_model: Path, data: Path, samples: int) -> dict[str, str]:
+    """What the report names: the two models, the data and this very command."""
+    from qdeploy_cli.main import command_line
+
+    return {"float model": str(float_model), "QDQ model": str(qdq_model), "data": f"{data} ({samples} samples)",
+            "command": command_line()}
+
+
 def _write(
     plan: Any,
     output: Path | None,
@@ -207,6 +216,7 @@ def _write(
     result: Any,
     report_dir: Path | None,
     top: int,
+    source: dict[str, str] | None = None,
 ) -> None:
     import dataclasses
 
@@ -228,7 +238,7 @@ def _write(
     if report_dir is not None:
         from qdeploy.analyze.report import write_analysis_report
 
-        write_analysis_report(result, report_dir, plan, top)
+        write_analysis_report(result, report_dir, plan, top, source)
         note.print(f"wrote {report_dir / 'report.html'}")
 
 
@@ -322,11 +332,9 @@ def _cells(t: Any, wide: bool) -> list[str]:
 
 @contextlib.contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on stderr (stdout stays clean for --json)."""
-    from qdeploy_cli._common import console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """The sweep's progress on stderr (stdout stays clean for --json): a bar on a terminal, plain lines
+    in a log (the sweep also announces its estimate after the first tensor)."""
+    from qdeploy_cli._progress import progress_reporter
 
-    columns = (TextColumn("sensitivity sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console(stderr=True), disable=quiet, transient=True) as bar:
-        task = bar.add_task("analyze", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+    with progress_reporter("sensitivity sweep", quiet=quiet, unit="runs") as report:
+        yield report

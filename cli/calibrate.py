@@ -244,9 +244,14 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
                          "add --target-sqnr DB or --target-loss DB, or use `qdeploy analyze --report`")
     result = _run_with_progress(config, quiet=as_json)
     if report_dir is not None:
+        from qdeploy_cli.main import command_line
+
         from qdeploy.analyze.report import write_analysis_report
 
-        write_analysis_report(result.analysis, report_dir, result.plan, 15)
+        measured = f"{data} (calibration)" + (f", {target_data} (target)" if target_data is not None else "")
+        source = {"float model": str(model), "QDQ model": str(result.output), "data": measured,
+                  "command": command_line()}
+        write_analysis_report(result.analysis, report_dir, result.plan, 15, source)
     if as_json:
         print_json(_result_dict(result, config))
         return

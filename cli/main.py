@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-__all__ = ["cli", "main"]
+__all__ = ["ARGV_KEY", "cli", "command_line", "main"]
 
 # (module, attribute, command name): imported lazily so `qdeploy --help` stays fast and one broken
 # optional dependency does not take the whole CLI down.
@@ -97,6 +97,8 @@ def _missing_command(name: str, exc: ImportError) -> click.Command:
 
 
 _JSON_KEY = "qdeploy.json"
+ARGV_KEY = "qdeploy.argv"
+"""``ctx.meta`` key of the arguments the ``qdeploy`` group was invoked with (see :func:`command_line`)."""
 
 
 class _ErrorHandlingGroup(_LazyGroup):
@@ -108,6 +110,7 @@ class _ErrorHandlingGroup(_LazyGroup):
         # a "--") means the caller parses stdout as JSON, errors included.
         given = args[: args.index("--")] if "--" in args else args
         ctx.meta[_JSON_KEY] = "--json" in given
+        ctx.meta[ARGV_KEY] = list(args)  # what reports quote as the command that produced them
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -155,7 +158,19 @@ def cli(ctx: click.Context, verbose: int) -> None:
       qdeploy demo                                              all of the above on the bundled ABPN x3
     Run `qdeploy COMMAND --help` for each command's options and examples.
     """
+    from qdeploy_cli._progress import install_announcements
+
     _set_verbosity(ctx, verbose)
+    install_announcements(quiet=bool(ctx.meta.get(_JSON_KEY)))
+
+
+def command_line() -> str:
+    """The running command as a user would retype it: ``qdeploy analyze a.onnx b.onnx --data d/ ...``."""
+    import shlex
+
+    ctx = click.get_current_context(silent=True)
+    args = ctx.meta.get(ARGV_KEY) if ctx is not None else None
+    return "qdeploy " + shlex.join(sys.argv[1:] if args is None else args)
 
 
 def main() -> None:

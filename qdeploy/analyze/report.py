@@ -1,35 +1,44 @@
 """The analysis report: ``report.md``, a self-contained ``report.html``, ``analysis.json`` and the PNG plots.
 
 Same approach as the profile report (:mod:`qdeploy.evaluate.report_html`, whose page style is reused):
-matplotlib's object API (no pyplot global state), everything inlined so the HTML travels alone. Plots are
-PNG (base64 in the HTML) rather than SVG because a per-tensor bar chart of a transformer has hundreds of
+everything inlined so the HTML travels alone. Plots (:mod:`qdeploy.analyze.report_plots`) are PNG
+(base64 in the HTML) rather than SVG because a per-tensor bar chart of a transformer has hundreds of
 bars; the PNGs are also written as files so they can be opened and checked without a browser.
 
-Plots: per-tensor SQNR bars in graph order (activations blue, weights orange), each tensor's share of the
-output noise (same order), value histograms of the worst tensors with the calibrated range and the grid's
-limits drawn on them, and, when a precision search ran, output accuracy against size of every candidate.
+A report says what it is about before anything else: the models, the data and the command that made it
+(``source``), and it explains its columns (:func:`legend`): a table of "local dB" and "contribution"
+means nothing to a reader who did not write the analysis.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from qdeploy.analyze.report_plots import (
+    KIND_COLORS,
+    contribution_figure,
+    histogram_figure,
+    png,
+    search_figure,
+    sqnr_figure,
+    tensor_label,
+)
 
+if TYPE_CHECKING:
     from qdeploy.analyze.search import PrecisionPlan
-    from qdeploy.analyze.sensitivity import SensitivityResult, TensorSensitivity
+    from qdeploy.analyze.sensitivity import SensitivityResult
 
 __all__ = [
     "KIND_COLORS",
     "contribution_figure",
     "histogram_figure",
+    "legend",
     "render_html",
     "render_markdown",
     "search_figure",
@@ -37,181 +46,52 @@ __all__ = [
     "write_analysis_report",
 ]
 
-#: Bar colour per tensor kind (tests find the bars by these exact colours).
-KIND_COLORS = {"activation": "#1f77b4", "weight": "#ff7f0e"}
-_DPI = 100
-_SLOT_IN = 0.09  # inches of figure width per bar: >= 9 px, so neighbouring bars stay apart at 100 dpi
-_INF_HEADROOM_DB = 10.0
 _HIST_TOP = 4
-_NAMED_BARS = 40  # up to this many bars carry their tensor names
+
+#: ``{"float model": path, "QDQ model": path, "data": what, "command": qdeploy ...}``: what a report names.
+Source = Mapping[str, str]
 
 
-def _label(t: TensorSensitivity) -> str:
-    """The tensor as a reader finds it in the PyTorch source (its ONNX name when none was recorded)."""
-    return t.label or t.name
+def legend(result: SensitivityResult) -> list[tuple[str, str]]:
+    """(column, what it means) for the table's columns and the summary's "all switches off" figure."""
+    if result.metric == "output_sqnr":
+        contribution = ("the tensor's estimated share of the output noise, the ranking key: the larger of the "
+                        "noise with only it quantized and the noise it removes when only it is left float, "
+                        "as a fraction of the whole model's output noise (the two views overlap, so shares "
+                        "can add up to more than 1)")
+    else:
+        contribution = ("the ranking key, in the task metric's units: the larger of the score drop with only "
+                        "this tensor quantized and the score gain with only it left float")
+    return [
+        ("rank / #", "1 = hurts the output most; # = position in graph order (the plots' axis)"),
+        ("module / ONNX name", "the PyTorch module that computed the tensor (recorded at export) / its name "
+                               "in the graph (the key of the precision map and the calibration cache)"),
+        ("SQNR dB", "the tensor's dequantized value in the fully quantized model against the same tensor of "
+                    "the float model: its own rounding plus all error arriving from upstream"),
+        ("local dB", "the dequantized value against the QuantizeLinear's own input in the same quantized run: "
+                     "this tensor's own rounding and clipping only (weights: the same as SQNR dB)"),
+        ("clipped %", "share of the QuantizeLinear's input values outside the grid's float limits "
+                      "(weights: not measured, 0)"),
+        ("only-quantized out dB", "output SQNR against the float model when only this tensor is quantized "
+                                  "and every other one is float: low means it hurts on its own"),
+        ("only-float out dB", "output SQNR when every other tensor stays quantized and only this one is float: "
+                              "above the model's output SQNR means leaving it float helps"),
+        ("contribution", contribution),
+        ("(all switches off: ...)", "output SQNR with every tensor switched to float: only int32 biases (and "
+                                    "Qs without a DQ) stay quantized, so this is the analysis' floor; it should "
+                                    "be far above the model's own output SQNR"),
+    ]
+
+
+def _source_lines(source: Source | None) -> list[tuple[str, str]]:
+    return [(key, str(value)) for key, value in (source or {}).items() if value]
 
 
 def _map_rows(result: SensitivityResult, plan: PrecisionPlan) -> list[list[str]]:
     """Precision-map rows: #, module, ONNX name (the map's key), precision."""
-    shown = {t.name: _label(t) for t in result.tensors}
+    shown = {t.name: tensor_label(t) for t in result.tensors}
     return [[str(i + 1), shown.get(name, name), name, label]
             for i, (name, label) in enumerate(plan.precision_map.items())]
-
-
-def _graph_order(result: SensitivityResult) -> list[TensorSensitivity]:
-    return sorted(result.tensors, key=lambda t: t.index)
-
-
-def _bar_figure(values: list[float], kinds: list[str], ylabel: str, title: str,
-                names: list[str] | None = None) -> Figure:
-    """Bars at x = 1..n, the table's ``#`` column; with few tensors their names are the tick labels."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    n = len(values)
-    named = names is not None and n <= _NAMED_BARS
-    fig = Figure(figsize=(max(6.0, 1.5 + _SLOT_IN * n), 4.6 if named else 3.6), dpi=_DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.bar(range(1, n + 1), values, width=0.7, color=[KIND_COLORS[k] for k in kinds], antialiased=False)
-    ax.set_xlim(0.2, n + 0.8)
-    if named:
-        ax.set_xticks(range(1, n + 1), names, rotation=90, fontsize=7)
-        ax.set_xlabel("quantized tensor (graph order)")
-    else:
-        ax.set_xlabel("quantized tensor # (graph order: the # column of the tables)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(handles=[Patch(color=c, label=k) for k, c in KIND_COLORS.items()], fontsize=8)
-    return fig
-
-
-def sqnr_figure(result: SensitivityResult) -> Figure:
-    """One bar per tensor: its SQNR vs the float tensor (dB; upstream error included, local SQNR where the
-    float model has no such tensor); identical tensors are drawn above the best finite bar."""
-    tensors = _graph_order(result)
-    raw = [t.sqnr_db if not math.isnan(t.sqnr_db) else t.local_sqnr_db for t in tensors]
-    finite = [v for v in raw if math.isfinite(v)]
-    ceiling = (max(finite) if finite else 0.0) + _INF_HEADROOM_DB
-    values = [ceiling if math.isinf(v) else max(v, 0.5) for v in raw]
-    return _bar_figure(
-        values,
-        [t.kind for t in tensors],
-        "SQNR vs float tensor (dB)",
-        "Per-tensor error (lower bar = more error)",
-        [_label(t) for t in tensors],
-    )
-
-
-def contribution_figure(result: SensitivityResult) -> Figure:
-    """One bar per tensor: its estimated share of the output error (the ranking key)."""
-    tensors = _graph_order(result)
-    label = "share of output noise" if result.metric == "output_sqnr" else "score change (max of b, c)"
-    return _bar_figure(
-        [max(t.contribution, 0.0) for t in tensors],
-        [t.kind for t in tensors],
-        label,
-        "Output sensitivity (higher bar = hurts the output more)",
-        [_label(t) for t in tensors],
-    )
-
-
-def histogram_figure(result: SensitivityResult, name: str) -> Figure:
-    """Histogram (log counts) of tensor ``name``'s float values with the calibrated [lo, hi] (solid red)
-    and the grid's float limits (dashed black) drawn on it."""
-    from matplotlib.figure import Figure
-
-    t = result.get(name)
-    values = result.histograms.get(name)
-    fig = Figure(figsize=(6.0, 3.2), dpi=_DPI, layout="constrained")
-    ax = fig.add_subplot()
-    if values is not None and values.size:
-        ax.hist(values, bins=120, color=KIND_COLORS[t.kind], log=True)
-    for bounds, style, label in ((t.calib_range, "-", "calibrated range"), (t.grid, "--", "grid limits")):
-        if bounds is not None:
-            for k, x in enumerate(bounds):
-                ax.axvline(
-                    x,
-                    color="#d62728" if style == "-" else "#222",
-                    linestyle=style,
-                    linewidth=1.4,
-                    label=label if k == 0 else None,
-                )
-    shown = _label(t) if _label(t) == name else f"{_label(t)} = {name}"
-    ax.set_title(
-        f"#{t.rank} {shown} ({t.kind}, int{t.bits}): clipped {100 * t.clipped_fraction:.3g}%", fontsize=9
-    )
-    ax.set_xlabel("float value")
-    ax.set_ylabel("count (log)")
-    if t.calib_range is not None or t.grid is not None:
-        ax.legend(fontsize=8)
-    return fig
-
-
-def search_figure(plan: PrecisionPlan) -> Figure:
-    """Every candidate of the search: output accuracy (y) against packed weight size (x), the chosen one
-    starred, the target (and for a task target the float score) drawn as lines; beside it each
-    candidate's predicted speed cost (layers on integer kernels per the fusion check) against size."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10.5, 4.0), dpi=_DPI, layout="constrained")
-    ax, speed = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    use_score = plan.target.kind == "loss"
-    ys = [(c["score"] if use_score else c["sqnr_db"]) for c in plan.candidates]
-    ys = [min(y, 200.0) for y in ys]
-    xs = [c["size_bytes"] / 1024 for c in plan.candidates]
-    colors = ["#2ca02c" if c["met"] else "#d62728" for c in plan.candidates]
-    ax.scatter(xs, ys, c=colors, s=30, zorder=3)
-    for c, x, y in zip(plan.candidates, xs, ys, strict=True):
-        ax.annotate(
-            f"{c['stage']}:{c['raised']}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7
-        )
-    final = plan.score if use_score else plan.sqnr_db
-    ax.scatter(
-        [plan.size_bytes / 1024],
-        [min(final, 200.0) if final is not None else 0.0],
-        marker="*",
-        s=220,
-        color="#ffbf00",
-        edgecolor="#222",
-        zorder=4,
-        label="chosen",
-    )
-    if plan.target.kind == "sqnr":
-        ax.axhline(plan.target.value, color="#555", linestyle=":", label="target")
-    elif plan.float_score is not None:
-        ax.axhline(plan.float_score, color="#1f77b4", linestyle="--", linewidth=1, label="float model")
-        ax.axhline(plan.float_score - plan.target.value, color="#555", linestyle=":",
-                   label=f"target (float - {plan.target.value:g})")
-    ax.set_xlabel("weight size, packed (KiB)")
-    ax.set_ylabel("task score" if use_score else "output SQNR vs float (dB)")
-    ax.set_title("Candidates tried (green: meets the target; label = step:tensors raised)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _speed_panel(speed, plan, xs, colors)
-    return fig
-
-
-def _speed_panel(ax: Any, plan: PrecisionPlan, xs: list[float], colors: list[str]) -> None:
-    """Predicted speed cost of each candidate: quantized layers the fusion check says run integer kernels."""
-    layers = [c.get("int8_layers") for c in plan.candidates]
-    if any(v is None for v in layers):
-        ax.set_axis_off()
-        return
-    ax.scatter(xs, layers, c=colors, s=30, zorder=3)
-    total = max((c.get("quantized_layers") or 0) for c in plan.candidates)
-    ax.axhline(total, color="#555", linestyle=":", label=f"all {total} quantized layers")
-    ax.set_xlabel("weight size, packed (KiB)")
-    ax.set_ylabel(f"layers on integer kernels ({plan.speed.get('target', 'target')})")
-    ax.set_title("Predicted speed: integer-kernel layers (fusion check)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    return buf.getvalue()
 
 
 def _fmt(value: Any) -> str:
@@ -231,7 +111,7 @@ def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
         [
             str(t.rank),
             str(t.index + 1),
-            _label(t),
+            tensor_label(t),
             t.name,
             t.kind,
             f"int{t.bits}",
@@ -274,16 +154,24 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _title(source: Source | None) -> str:
+    """``qdeploy analyze: model.w4a4.qdq.onnx`` (the analysed model's file name, when the source names it)."""
+    model = (source or {}).get("QDQ model")
+    return f"qdeploy analyze: {Path(model).name}" if model else "qdeploy analyze"
+
+
 def render_markdown(
     result: SensitivityResult,
     plan: PrecisionPlan | None = None,
     top: int = 20,
     images: dict[str, str] | None = None,
+    source: Source | None = None,
 ) -> str:
-    """The report as Markdown; ``images`` (file names by key) are linked when given."""
-    out = [
-        "# qdeploy analyze",
-        "",
+    """The report as Markdown; ``images`` (file names by key) are linked when given; ``source`` names the
+    models, the data and the command (:data:`Source`)."""
+    out = [f"# {_title(source)}", "", *[f"- **{key}**: `{value}`" for key, value in _source_lines(source)]]
+    out += [
+        *([""] if source else []),
         *[f"- {line}" for line in _summary_lines(result, plan)],
         "",
         f"## Most harmful tensors (top {min(top, len(result.tensors))})",
@@ -292,6 +180,7 @@ def render_markdown(
         "|" + "---|" * len(_COLUMNS),
     ]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(result, top)]
+    out += ["", "Columns:", "", *[f"- **{name}**: {meaning}" for name, meaning in legend(result)]]
     for key, file in (images or {}).items():
         out += ["", f"![{key}]({file})"]
     if plan is not None:
@@ -324,19 +213,25 @@ def _align(cell: str) -> str:
 
 # Wide tables scroll on screen and shrink on paper (checked by rendering the page: see qdeploy.evaluate.render).
 _PRINT_STYLE = (
-    ".wrap{overflow-x:auto}"
+    ".wrap{overflow-x:auto} code{word-break:break-all}"
     "@page{size:A4 landscape;margin:10mm}"
     "@media print{body{margin:0;font-size:11px}table{font-size:9px}th,td{padding:2px 4px}}"
 )
 
 
 def render_html(
-    result: SensitivityResult, pngs: dict[str, bytes], plan: PrecisionPlan | None = None, top: int = 20
+    result: SensitivityResult, pngs: dict[str, bytes], plan: PrecisionPlan | None = None, top: int = 20,
+    source: Source | None = None,
 ) -> str:
-    """A self-contained page: summary, top-``top`` table, the PNGs inline (base64), the precision map."""
+    """A self-contained page: what was analysed (``source``), summary, top-``top`` table and its legend, the
+    PNGs inline (base64), the precision map."""
     from qdeploy.evaluate.report_html import _STYLE
 
-    summary = "".join(f"<li>{html.escape(line)}</li>" for line in _summary_lines(result, plan))
+    named = "".join(f"<li><b>{html.escape(key)}</b>: <code>{html.escape(value)}</code></li>"
+                    for key, value in _source_lines(source))
+    summary = named + "".join(f"<li>{html.escape(line)}</li>" for line in _summary_lines(result, plan))
+    columns = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(meaning)}</li>"
+                      for name, meaning in legend(result))
     figures = "".join(
         f'<figure id="{html.escape(key)}"><img alt="{html.escape(key)}" style="max-width:100%" '
         f'src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{html.escape(key)}'
@@ -348,43 +243,47 @@ def render_html(
         pmap = "<h2>Precision map</h2>" + _html_table(["#", "module", "ONNX name", "precision"],
                                                       _map_rows(result, plan))
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>qdeploy analyze</title>'
-        f"<style>{_STYLE}{_PRINT_STYLE}</style></head><body><h1>qdeploy analyze</h1><ul class=notes>{summary}</ul>"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(_title(source))}</title>'
+        f"<style>{_STYLE}{_PRINT_STYLE}</style></head><body><h1>{html.escape(_title(source))}</h1>"
+        f"<ul class=notes>{summary}</ul>"
         f"<h2>Most harmful tensors</h2><div class=wrap>{_html_table(_COLUMNS, _rows(result, top))}</div>"
-        f"{figures}{pmap}"
+        f'<ul class=notes id=legend>{columns}</ul>{figures}{pmap}'
         "</body></html>\n"
     )
 
 
 def _figures(result: SensitivityResult, plan: PrecisionPlan | None) -> dict[str, bytes]:
     pngs = {
-        "tensor_sqnr.png": _png(sqnr_figure(result)),
-        "contribution.png": _png(contribution_figure(result)),
+        "tensor_sqnr.png": png(sqnr_figure(result)),
+        "contribution.png": png(contribution_figure(result)),
     }
     worst = [t for t in result.tensors if t.name in result.histograms][:_HIST_TOP]
     for t in worst:
-        pngs[f"hist_{t.rank}.png"] = _png(histogram_figure(result, t.name))
+        pngs[f"hist_{t.rank}.png"] = png(histogram_figure(result, t.name))
     if plan is not None and plan.candidates:
-        pngs["search.png"] = _png(search_figure(plan))
+        pngs["search.png"] = png(search_figure(plan))
     return pngs
 
 
 def write_analysis_report(
-    result: SensitivityResult, directory: Path, plan: PrecisionPlan | None = None, top: int = 20
+    result: SensitivityResult, directory: Path, plan: PrecisionPlan | None = None, top: int = 20,
+    source: Source | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``analysis.json`` and the PNGs into ``directory``.
 
-    Returns ``{file name: path}``. Everything is rendered before the first file is written.
+    ``source`` (:data:`Source`) names the models, the data and the command in every file. Returns ``{file
+    name: path}``. Everything is rendered before the first file is written.
     """
     from qdeploy.artifacts import atomic_path, json_safe, write_json
 
     directory = Path(directory)
     pngs = _figures(result, plan)
     texts = {
-        "report.md": render_markdown(result, plan, top, {k: k for k in pngs}),
-        "report.html": render_html(result, pngs, plan, top),
+        "report.md": render_markdown(result, plan, top, {k: k for k in pngs}, source),
+        "report.html": render_html(result, pngs, plan, top, source),
     }
-    data = {"analysis": result.to_dict(), "plan": plan.to_dict() if plan is not None else None}
+    data = {"source": dict(source or {}), "analysis": result.to_dict(),
+            "plan": plan.to_dict() if plan is not None else None}
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, blob in pngs.items():

@@ -186,6 +186,8 @@ class PrefixRunner:
         self.sessions: dict[int, Any] = {}
         self.out_names = [v.name for v in switch.model.graph.outputs]
         self.cache_bytes = 0
+        work = np.array([not c for c in self.layout.constant], dtype=np.int64)
+        self._nodes_from = np.cumsum(work[::-1])[::-1]  # non-constant nodes at or after each position
 
     @staticmethod
     def _thin(cuts: list[int], keep: int) -> list[int]:
@@ -229,6 +231,14 @@ class PrefixRunner:
         """The position tensor ``i``'s runs start at (0: the full model)."""
         start = self.layout.starts[i]
         return max((k for k in self.cuts if k <= start), default=0)
+
+    def share(self, i: int) -> float:
+        """Rough share of a full run's work that tensor ``i``'s runs do: the non-constant nodes from its cut on
+        (node counts, not FLOPs: good enough for an estimate of the sweep's time)."""
+        k, nodes = self.cut_of(i), self._nodes_from
+        if not len(nodes) or not nodes[0] or k >= len(nodes):
+            return 1.0
+        return float(nodes[k] / nodes[0])
 
     def run(self, mask: np.ndarray, i: int, on: bool, b: int) -> dict[str, np.ndarray]:
         """Sample ``b`` with ``mask``, starting at tensor ``i``'s cut on the ``fill(on)`` prefix."""

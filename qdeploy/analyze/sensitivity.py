@@ -310,13 +310,31 @@ class _Sweep:
         return self._score(outputs)
 
     def run(self) -> dict[str, Any]:
-        """Baselines and per-tensor (b)/(c) values."""
-        n = len(self.switch.tensors)
+        """Baselines and per-tensor (b)/(c) values; the whole sweep's estimate is announced after tensor 0."""
+        n, start = len(self.switch.tensors), time.perf_counter()
         result: dict[str, Any] = {"all_on": self.baseline(True), "all_off": self.baseline(False)}
         result["float_score"] = None if self.evaluator is None else float(self.evaluator(self.float_outputs))
-        result["only_q"] = [self.measure(i, False) for i in range(n)]
+        first = time.perf_counter()
+        result["only_q"] = [self.measure(0, False)] if n else []
+        self._announce(time.perf_counter() - first, time.perf_counter() - start)
+        result["only_q"] += [self.measure(i, False) for i in range(1, n)]
         result["only_f"] = [self.measure(i, True) for i in range(n)]
         return result
+
+    def _announce(self, first_s: float, elapsed_s: float) -> None:
+        """Estimate of the sweep from its first tensor: later tensors' runs start at later cuts and do
+        the share of a full run's nodes :meth:`PrefixRunner.share` counts."""
+        from qdeploy.progress import announce, estimate_line
+
+        n = len(self.switch.tensors)
+        if n < 2:
+            return
+        full_s = first_s / max(self.runner.share(0), 1e-3)
+        left_s = full_s * sum(self.runner.share(i) * (1 if i == 0 else 2) for i in range(n))
+        configs = 2 * n + 2
+        announce(estimate_line(f"sensitivity sweep of {n} quantized tensors", configs,
+                               f"configurations x {len(self.batches)} samples", (elapsed_s + left_s) / configs,
+                               "first tensor measured"))
 
 
 def _noise(db: float) -> float:
@@ -347,26 +365,11 @@ def _assemble(
     for i, t in enumerate(switch.tensors):
         s, b, c = stats[t.name], sweep["only_q"][i], sweep["only_f"][i]
         r = ranges.get(t.name)
-        entries.append(
-            TensorSensitivity(
-                t.name,
-                t.kind,
-                t.bits,
-                t.consumers,
-                db(s.signal, s.noise),
-                db(s.local_signal, s.local_noise),
-                s.clipped / s.count if s.count else 0.0,
-                b[0],
-                c[0],
-                _contribution(b, c, sweep),
-                index=i,
-                only_quantized_score=b[1],
-                only_float_score=c[1],
-                grid=grid_limits(t),
-                calib_range=None if r is None else (float(r.lo), float(r.hi)),
-                label=(shown or {}).get(t.name, t.name),
-            )
-        )
+        entries.append(TensorSensitivity(
+            t.name, t.kind, t.bits, t.consumers, db(s.signal, s.noise), db(s.local_signal, s.local_noise),
+            s.clipped / s.count if s.count else 0.0, b[0], c[0], _contribution(b, c, sweep), index=i,
+            only_quantized_score=b[1], only_float_score=c[1], grid=grid_limits(t),
+            calib_range=None if r is None else (float(r.lo), float(r.hi)), label=(shown or {}).get(t.name, t.name)))
     order = sorted(
         range(len(entries)), key=lambda k: (-entries[k].contribution, entries[k].only_quantized_sqnr_db)
     )

@@ -11,6 +11,7 @@ output's range (catches a few badly wrong pixels that SQNR averages away).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -201,11 +202,14 @@ def run_parity(module: torch.nn.Module, model: ir.Model, input_sets: Sequence[tu
     an unused input is reported as an error because the graph no longer has the module's signature.
     """
     from qdeploy.backends import SessionOptions, get_backend
+    from qdeploy.progress import announce
 
     checks: list[ParityCheck] = []
+    announce(f"export: parity check, ONNX Runtime CPU vs PyTorch on {len(input_sets)} input set(s)")
     with get_backend("ort-cpu").open(model, SessionOptions(threads=threads)) as session:
         names = [s.name for s in session.inputs]
-        for inputs in input_sets:
+        start = time.perf_counter()  # after the session opened: the estimate is of the runs
+        for k, inputs in enumerate(input_sets, 1):
             if len(names) != len(inputs):
                 raise ExportError(f"the ONNX graph has {len(names)} inputs {names}, the module takes "
                                   f"{len(inputs)}", "an unused forward() argument was dropped by the "
@@ -218,7 +222,20 @@ def run_parity(module: torch.nn.Module, model: ir.Model, input_sets: Sequence[tu
                                   "return only tensors from forward() (no None or Python numbers)")
             shapes = tuple(tuple(t.shape) for t in inputs)
             checks += [_check(shapes, n, r, outs[n], tolerance) for n, r in zip(out_names, refs)]
+            if k == 1 and len(input_sets) > 1:
+                _announce_estimate(time.perf_counter() - start, input_sets)
     return ParityReport(tuple(checks), tolerance, inputs_note)
+
+
+def _announce_estimate(first_s: float, input_sets: Sequence[tuple[torch.Tensor, ...]]) -> None:
+    """The whole check's estimate from its first input set, scaled by each set's number of input values
+    (the second set of a dynamic-H/W export is larger: 6x the pixels at 128x192 after 64x64)."""
+    from qdeploy.progress import announce, estimate_line
+
+    sizes = [max(sum(t.numel() for t in inputs), 1) for inputs in input_sets]
+    total_s = first_s * sum(sizes) / sizes[0]
+    announce(estimate_line("parity check", len(sizes), "input sets", total_s / len(sizes),
+                           "first input set measured, scaled by input size"))
 
 
 def require_parity(report: ParityReport, what: str = "the exported ONNX model") -> None:

@@ -19,13 +19,10 @@ The steps, and why each exists:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import logging
-import re
-import warnings
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +31,7 @@ import onnx_ir as ir
 
 from qdeploy.errors import ExportError, InputError
 from qdeploy.export.dynamic import Axes, dynamic_axes, output_axes, rename_dims, require_dynamic, second_size
+from qdeploy.export.exporter_output import failure_reason, quiet_exporters
 from qdeploy.export.natural import parity_inputs
 from qdeploy.export.parity import (
     ParityReport,
@@ -45,6 +43,7 @@ from qdeploy.export.parity import (
 )
 from qdeploy.export.spec import ResolvedModel, resolve_spec
 from qdeploy.graph.names import attach_modules, record_modules
+from qdeploy.progress import announce, format_duration
 from qdeploy.types import TensorSpec
 
 if TYPE_CHECKING:
@@ -55,8 +54,6 @@ __all__ = ["EXPORTERS", "ExportConfig", "ExportResult", "export_model", "failure
 EXPORTERS = ("auto", "dynamo", "torchscript")
 MIN_OPSET = 17
 _LOG = logging.getLogger(__name__)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_USER_FRAME = re.compile(r'raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)')
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     value_range = config.input_range or resolved.input_range or (0.0, 1.0)
     inputs = _example_inputs(resolved, config, value_range)
     axes = dynamic_axes(inputs, config.dynamic_batch, config.dynamic_hw)
-    n_outputs = _count_outputs(resolved.module, inputs)
+    n_outputs = _count_outputs(resolved.module, inputs, resolved.source, config.exporter)
     model, used, reason = _export(resolved.module, inputs, n_outputs, axes, config)
     recorded = record_modules(model)  # before onnxsim drops the node metadata it is read from
     sets = [inputs] + ([second_size(inputs, axes, value_range, config.seed + 1)] if any(axes) else [])
@@ -173,12 +170,21 @@ def _example_inputs(resolved: ResolvedModel, config: ExportConfig,
                      "pass --input-shape, e.g. --input-shape 1,3,64,64 (repeat it for several inputs)")
 
 
-def _count_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+def _count_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], source: str = "",
+                   exporter: str = "auto") -> int:
+    """Outputs of one float forward, which is also timed and announced with the export that follows it."""
     import torch
 
     try:
+        start = time.perf_counter()
         with torch.no_grad():
-            return len(flatten_outputs(module(*inputs)))
+            count = len(flatten_outputs(module(*inputs)))
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
+        announce(f"export: float forward of {source or 'the model'} on {shapes}: "
+                 f"{format_duration(time.perf_counter() - start)}; exporting to ONNX "
+                 f"({'dynamo' if exporter == 'auto' else exporter} exporter: one torch.onnx.export call with no "
+                 "progress of its own, often minutes for a large transformer)")
+        return count
     except ExportError:
         raise
     except Exception as exc:
@@ -186,29 +192,6 @@ def _count_outputs(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) ->
         raise InputError(f"the model fails on inputs of shape {shapes}: {failure_reason(exc)}",
                          "check --input-shape: the number of inputs, channels and size the model "
                          "expects") from exc
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``Type: first line`` of an exception's root cause (plus where in user code), without colour codes.
-
-    torch wraps the real error (e.g. ``GuardOnDataDependentSymNode`` for ``if x.sum() > 0:``) in a
-    generic "Failed to export" message, so the root cause and the quoted user line are what users need.
-    """
-    def line(e: BaseException) -> str:
-        lines = [ln.strip() for ln in _ANSI.sub("", str(e)).strip().splitlines() if ln.strip()]
-        if not lines:
-            return type(e).__name__
-        first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
-        return f"{type(e).__name__}: {first}"
-
-    root = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    reason = line(exc) if root is exc else f"{type(exc).__name__} <- {line(root)}"
-    where = _USER_FRAME.search(_ANSI.sub("", str(exc)))
-    if where:
-        reason += f" [at {Path(where.group(1)).name}:{where.group(2)}: {where.group(3).strip()}]"
-    return reason
 
 
 def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_outputs: int, axes: Axes,
@@ -226,7 +209,7 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_outputs
                 raise ExportError(f"the dynamo exporter failed: {reason}",
                                   "use --exporter auto or torchscript, or make forward() torch.export-able "
                                   "(no Python branches on tensor values)") from exc
-            _LOG.info("dynamo exporter failed, using the TorchScript exporter: %s", reason)
+            announce(f"export: the dynamo exporter failed ({reason}); exporting with the TorchScript exporter")
     try:
         model = _export_torchscript(module, inputs, n_outputs, axes, config.opset)
         require_dynamic(model, axes, "the TorchScript exporter")
@@ -236,38 +219,6 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_outputs
         raise ExportError(f"both exporters failed. dynamo: {reason}. TorchScript: {exc.message}",
                           hint or exc.hint) from exc
     return model, "torchscript", reason
-
-
-@contextlib.contextmanager
-def _quiet_exporters(stderr: bool = False) -> Iterator[None]:
-    """Keep exporter chatter off stdout (``--json`` needs it clean); show it only at -vv (debug).
-
-    torch prints partial graphs to stderr when torch.export fails (``stderr=True`` captures them) and
-    logs warnings about optional packages; neither helps a user whose model falls back cleanly, and both
-    bury the one line that explains the fallback. TracerWarnings of the TorchScript exporter stay visible.
-    """
-    names = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "torch._dynamo")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    debug = _LOG.getEffectiveLevel() <= logging.DEBUG
-    captured = io.StringIO()
-    try:
-        for lg in loggers:
-            if not debug:
-                lg.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(captured), warnings.catch_warnings(), \
-                (contextlib.redirect_stderr(captured) if stderr else contextlib.nullcontext()):
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            # resolve_spec already called eval(); only ExportedProgram modules (.pt2) refuse it, and their
-            # mode was fixed when they were exported, so torch's "training mode" warning is noise here.
-            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        if captured.getvalue().strip():
-            _LOG.debug("exporter output:\n%s", captured.getvalue())
 
 
 def _names(prefix: str, count: int) -> list[str]:
@@ -280,7 +231,7 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], n_
 
     dim = torch.export.Dim.DYNAMIC  # lets torch infer relations between inputs and divisibility
     dynamic_shapes = tuple(dict.fromkeys(entry, dim) or None for entry in axes) if any(axes) else None
-    with _quiet_exporters(stderr=True):
+    with quiet_exporters(stderr=True):
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset, optimize=True,
                                     input_names=_names("input", len(inputs)),
                                     output_names=_names("output", n_outputs),
@@ -306,7 +257,7 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
             dynamic[name] = entry
     buf = io.BytesIO()
     try:
-        with _quiet_exporters():
+        with quiet_exporters():
             torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=opset,
                               do_constant_folding=True,
                               input_names=in_names, output_names=out_names, dynamic_axes=dynamic or None)
@@ -326,7 +277,7 @@ def _simplify(model: ir.Model, inputs: tuple[torch.Tensor, ...],
 
     test_shapes = {v.name: list(t.shape) for v, t in zip(model.graph.inputs, inputs)} if any(axes) else None
     try:
-        with _quiet_exporters():
+        with quiet_exporters():
             proto, ok = onnxsim.simplify(ir.to_proto(model), check_n=0, test_input_shapes=test_shapes)
         if not ok:
             return None, "onnxsim reported a failed check; kept the unsimplified model"
@@ -344,6 +295,7 @@ def _simplify_and_check(model: ir.Model, module: torch.nn.Module, parity_sets: l
     """Prefer the simplified model when it matches PyTorch; otherwise the plain export must match."""
     note = None
     if config.simplify:
+        announce(f"export: simplifying with onnxsim ({len(model.graph)} nodes)")
         simplified, note = _simplify(model, parity_sets[0], axes)
         if simplified is not None:
             report = run_parity(module, simplified, parity_sets, config.parity, config.threads, fed)

@@ -32,13 +32,14 @@ def _dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Mapping[s
 
     options = dict(options)
     show_progress = bool(options.pop("show_progress", True))
+    progress = options.pop("progress", None)  # (done, total) callback: the caller's display, not a config field
     try:
         config = DQCConfig(**options)
     except (TypeError, ValueError) as exc:
         raise InputError(f"invalid DQC option: {exc}",
                          "valid options: iterations, lr, batch_size, feature_tensors, feature_weight, seed, "
                          "device, learn_zero_points, schedule") from None
-    refined, report = refine_dqc(float_model, qdq_model, batches, config, show_progress)
+    refined, report = refine_dqc(float_model, qdq_model, batches, config, show_progress, progress)
     return refined, {"method": "dqc", **report.to_dict()}
 
 

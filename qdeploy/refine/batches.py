@@ -1,7 +1,8 @@
 """Calibration samples for refinement: seeded batch order, teacher outputs cached once, static-batch models.
 
 Exported models often have a static batch of 1 (shapes baked into Reshapes); such a model cannot run a
-stacked batch, so a "batch" is then run sample by sample with the loss averaged (the same gradient).
+stacked batch, so a "batch" is then run sample by sample with the loss averaged (the same gradient). So
+are samples of different sizes (crops of photos smaller than the crop size), which cannot be stacked.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class SamplePool:
             raise InputError("no calibration samples for refinement", "pass at least one batch of inputs")
         dims = [v.shape[0] if v.shape is not None and len(v.shape) else None
                 for v in graph.model.graph.inputs]
-        self.stackable = all(not isinstance(d, int) for d in dims)
+        # samples of different sizes (photos smaller than the crop) cannot be stacked either
+        sizes = {tuple(tuple(s[n].shape) for n in graph.input_names) for s in self.samples}
+        self.stackable = all(not isinstance(d, int) for d in dims) and len(sizes) == 1
         self.batch_size = min(batch_size, len(self.samples))
         self._rng = np.random.default_rng(seed)
         self._order: list[int] = []

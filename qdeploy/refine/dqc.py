@@ -15,7 +15,7 @@ result is written back as plain QDQ initializers: every other initializer stays 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,9 @@ from qdeploy.refine.quantizers import find_quantizers
 
 if TYPE_CHECKING:
     import torch
+
+#: ``progress(done, total)`` callback.
+Progress = Callable[[int, int], None]
 
 __all__ = ["DQCConfig", "DQCReport", "auto_feature_tensors", "refine_dqc"]
 
@@ -187,7 +190,8 @@ def _loss(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tenso
 
 
 def refine_dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Mapping[str, np.ndarray]],
-               config: DQCConfig | None = None, show_progress: bool = True) -> tuple[ir.Model, DQCReport]:
+               config: DQCConfig | None = None, show_progress: bool = True,
+               progress: Progress | None = None) -> tuple[ir.Model, DQCReport]:
     """Refine ``qdq_model``'s quantization parameters by distillation from ``float_model``.
 
     Args:
@@ -196,7 +200,10 @@ def refine_dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Map
         qdq_model: The QDQ model; not modified.
         batches: Calibration feeds (input name -> array with the batch on axis 0).
         config: :class:`DQCConfig` (defaults when None).
-        show_progress: Draw a rich progress bar with the running loss.
+        show_progress: Draw a rich progress bar with the running loss (when no ``progress`` is given).
+        progress: ``progress(done_iterations, iterations)`` after every step, instead of the bar (the CLI's
+            display: a bar on a terminal, plain lines in a log). Either way the estimate of the whole run,
+            timed on the first iterations, is announced (:mod:`qdeploy.progress`).
 
     Returns:
         A new QDQ model (only quantization initializers differ) and a :class:`DQCReport`.
@@ -227,7 +234,7 @@ def refine_dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Map
                 config.feature_weight))
 
     initial = evaluate()
-    losses = _optimise(learn, pool, student_graph, teacher, outputs, features, config, show_progress)
+    losses = _optimise(learn, pool, student_graph, teacher, outputs, features, config, show_progress, progress)
     final = evaluate()
     applied = final < initial
     refined = _write_back(qdq_model, learn.arrays()) if applied else qdq_model.clone()
@@ -248,10 +255,13 @@ def _config_dict(config: DQCConfig) -> dict[str, Any]:
 
 
 def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, outputs: list[str],
-              features: list[str], config: DQCConfig, show_progress: bool) -> list[float]:
+              features: list[str], config: DQCConfig, show_progress: bool,
+              progress: Progress | None = None) -> list[float]:
     """The Adam loop; returns the per-step training loss."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich import progress as rich_progress
+
+    from qdeploy.progress import FirstUnits
 
     scales, zps = learn.parameters()
     groups = [{"params": scales, "lr": config.lr}]
@@ -261,11 +271,12 @@ def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, o
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.iterations)
                  if config.schedule == "cosine" else None)
     losses: list[float] = []
-    columns = (TextColumn("DQC"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
-        task = progress.add_task("dqc", total=config.iterations, loss="-")
-        for _ in range(config.iterations):
+    columns = (rich_progress.TextColumn("DQC"), rich_progress.BarColumn(), rich_progress.MofNCompleteColumn(),
+               rich_progress.TextColumn("loss {task.fields[loss]}"), rich_progress.TimeRemainingColumn())
+    estimate = FirstUnits("DQC", config.iterations, "iteration")
+    with rich_progress.Progress(*columns, disable=not show_progress or progress is not None, transient=False) as bar:
+        task = bar.add_task("dqc", total=config.iterations, loss="-")
+        for step in range(1, config.iterations + 1):
             optimiser.zero_grad(set_to_none=True)
             total = 0.0
             for chunk in pool.next_batch():
@@ -278,7 +289,10 @@ def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, o
             if scheduler is not None:
                 scheduler.step()
             losses.append(total)
-            progress.update(task, advance=1, loss=f"{total:.4g}")
+            bar.update(task, advance=1, loss=f"{total:.4g}")
+            estimate.done(step)
+            if progress is not None:
+                progress(step, config.iterations)
     return losses
 
 

@@ -17,6 +17,7 @@ ORT's QDQ node-group selectors (checked against ORT 1.31's optimized graphs in t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,24 @@ class NodeVerdict:
             "misses": list(self.misses),
             "warnings": list(self.warnings),
         }
+
+
+def _by_reason(verdicts: Sequence[NodeVerdict], limit: int = 3) -> str:
+    """``a, b, c and 2 more (reason); d (other reason)``: each reason said once, after the nodes it holds for.
+
+    Why grouped: one cause usually hits many layers alike (a repair that left their outputs float), and
+    a line that repeated the same long reason for every node buried the nodes it was about. At most
+    ``limit`` nodes are named per reason and ``limit`` reasons shown; ``(+N more)`` counts the others.
+    """
+    groups: dict[str, list[str]] = {}
+    for v in verdicts:
+        groups.setdefault(v.misses[0], []).append(v.node)
+    parts = []
+    for reason, nodes in list(groups.items())[:limit]:
+        more = f" and {len(nodes) - limit} more" if len(nodes) > limit else ""
+        parts.append(f"{', '.join(nodes[:limit])}{more} ({reason})")
+    hidden = sum(len(nodes) for nodes in list(groups.values())[limit:])
+    return "; ".join(parts) + (f" (+{hidden} more)" if hidden else "")
 
 
 @dataclass(frozen=True)
@@ -146,10 +165,7 @@ class FusionReport:
         line = f"{self.int8}/{self.quantized} quantized layers will run INT8 on {self.target}"
         falls = self.fallbacks
         if falls:
-            shown = "; ".join(f"{v.node} ({v.misses[0]})" for v in falls[:3])
-            line += f"; {len(falls)} will fall back: {shown}" + (
-                f" (+{len(falls) - 3} more)" if len(falls) > 3 else ""
-            )
+            line += f"; {len(falls)} will fall back: {_by_reason(falls)}"
         else:
             line += "; 0 will fall back"
         if self.weight_only:
@@ -165,9 +181,7 @@ class FusionReport:
             return ""
         line = f"; {len(ops)}/{len(ops) + len(islands)} ops between layers run on 8-bit data"
         if islands:
-            shown = "; ".join(f"{v.node} ({v.misses[0]})" for v in islands[:3])
-            line += f", {len(islands)} float island(s): {shown}" + (
-                f" (+{len(islands) - 3} more)" if len(islands) > 3 else "")
+            line += f", {len(islands)} float island(s): {_by_reason(islands)}"
         return line
 
     def _weight_only_line(self) -> str:
@@ -175,9 +189,7 @@ class FusionReport:
         line = (f"{total - len(falls)}/{total} weight-only layers will use {self.target}'s low-bit "
                 "weight kernels")
         if falls:
-            shown = "; ".join(f"{v.node} ({v.misses[0]})" for v in falls[:3])
-            more = f" (+{len(falls) - 3} more)" if len(falls) > 3 else ""
-            line += f", {len(falls)} will dequantize in float: {shown}{more}"
+            line += f", {len(falls)} will dequantize in float: {_by_reason(falls)}"
         return line
 
     def summary(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,21 @@ def _hex_rgb(color: str) -> tuple[int, int, int]:
     return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
 
 
+def _runs(line: np.ndarray) -> int:
+    return int(np.count_nonzero(line[1:] & ~line[:-1]) + line[0])
+
+
 def count_bars(png: Path) -> int:
-    """Bars of a :func:`qdeploy.analyze.report._bar_figure` PNG: runs of the exact bar colours along the row
-    just above the x axis (bars are drawn without antialiasing; the legend sits at the top)."""
+    """Bars of a :func:`qdeploy.analyze.report_plots._bar_figure` PNG: runs of the exact bar colours along
+    the row just above the x axis (vertical bars) or the column just right of the y axis (horizontal bars,
+    all starting at 0), whichever holds more (bars are drawn without antialiasing; the legend sits above
+    the plot, top right)."""
     rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
     hit = np.zeros(rgb.shape[:2], bool)
     for color in KIND_COLORS.values():
         hit |= np.all(rgb == _hex_rgb(color), axis=-1)
-    rows = np.flatnonzero(hit.any(axis=1))
-    row = hit[rows.max() - 1]
-    return int(np.count_nonzero(row[1:] & ~row[:-1]) + row[0])
+    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+    return max(_runs(hit[rows.max() - 1]), _runs(hit[:, cols.min() + 1]))
 
 
 def _write_inputs(tmp_path: Path, float_model, w4a4, heldout) -> dict[str, Path]:
@@ -112,3 +118,28 @@ def test_cli_analyze_table_and_errors(tmp_path: Path, float_model, w4a4, heldout
     assert "Most harmful quantized tensors (top 3)" in result.output and "output SQNR" in result.output
     bad = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "x.onnx")])
     assert bad.exit_code != 0 and "--target-sqnr" in bad.output
+
+
+SWEEP_ESTIMATE = re.compile(r"^sensitivity sweep of (\d+) quantized tensors: (\d+) configurations x 3 samples, "
+                            r"~(under )?[\d.]+ (ms|s|min|h) each -> about (under )?[\d.]+ (ms|s|min|h) "
+                            r"\(first tensor measured\)$", re.MULTILINE)
+SWEEP_LINE = re.compile(r"^sensitivity sweep: (\d+)/(\d+) runs, \d+ s elapsed", re.MULTILINE)
+
+
+def test_cli_analyze_announces_the_sweep_estimate_and_names_its_source(tmp_path: Path, float_model, w4a4,
+                                                                       heldout) -> None:
+    paths = _write_inputs(tmp_path, float_model, w4a4, heldout)
+    report = tmp_path / "report"
+    args = ["analyze", str(paths["float"]), str(paths["qdq"]), "--data", str(paths["data"]), "--num-samples", "3",
+            "--report", str(report)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    n = len(quantized_tensors(w4a4[0].graph))
+    (estimate,) = SWEEP_ESTIMATE.findall(result.stderr)
+    assert (int(estimate[0]), int(estimate[1])) == (n, 2 * n + 2), result.stderr
+    runs = SWEEP_LINE.findall(result.stderr)
+    assert runs and runs[-1] == (str(3 * (2 * n + 2)),) * 2, result.stderr  # plain lines in a log, to the end
+    page = (report / "report.md").read_text()
+    assert f"qdeploy analyze {paths['float']} {paths['qdq']} --data {paths['data']}" in page  # the command
+    assert f"**data**: `{paths['data']} (3 samples)`" in page and "**local dB**:" in page
+    assert json.loads((report / "analysis.json").read_text())["source"]["QDQ model"] == str(paths["qdq"])

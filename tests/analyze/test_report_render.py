@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from qdeploy.analyze import AnalyzeConfig, analyze_sensitivity
-from qdeploy.analyze.report import KIND_COLORS, write_analysis_report
+from qdeploy.analyze.report import KIND_COLORS, legend, write_analysis_report
 from qdeploy.analyze.search import PrecisionTarget, search_precision
 from qdeploy.evaluate.render import render_html_to_png, renderer_available
 
@@ -50,12 +50,21 @@ def test_rendered_report_shows_tables_and_plots(tmp_path: Path, float_model, w4a
     result = analyze_sensitivity(float_model, low, heldout, ranges=ranges8, config=config)
     plan = search_precision(float_model, low, heldout, PrecisionTarget("sqnr", 25.0), ranges=ranges8,
                             analysis=result, config=config)
-    write_analysis_report(result, tmp_path / "report", plan, 20)
+    command = "qdeploy analyze model.onnx model.w4a4.qdq.onnx --data heldout/ --report report"
+    source = {"float model": "model.onnx", "QDQ model": "model.w4a4.qdq.onnx", "data": "heldout/ (3 samples)",
+              "command": command}
+    write_analysis_report(result, tmp_path / "report", plan, 20, source)
     html = tmp_path / "report" / "report.html"
     rendered = render_html_to_png(html, tmp_path / "pages")
-    text = " ".join(rendered.text)
-    for claim in ("Most harmful tensors", "Precision map", result.tensors[0].name, "output SQNR"):
+    text = " ".join(" ".join(rendered.text).split())  # a wrapped line reads as one
+    for claim in ("Most harmful tensors", "Precision map", result.tensors[0].name, "output SQNR",
+                  "qdeploy analyze: model.w4a4.qdq.onnx", "float model: model.onnx", "data: heldout/ (3 samples)",
+                  f"command: {command}"):
         assert claim in text, claim
+    for name, meaning in legend(result):  # every column explained on the page, in the words of the code
+        assert f"{name}: {meaning}" in text, name
+    assert {name for name, _ in legend(result)} >= {"local dB", "only-quantized out dB", "contribution",
+                                                     "(all switches off: ...)"}
     pdf = tmp_path / "report.pdf"
     weasyprint.HTML(filename=str(html)).write_pdf(str(pdf))
     assert _page_overflow(pdf) == []

@@ -123,3 +123,35 @@ def test_calibrate_rejects_bad_crop_values(setup: tuple[Path, Path], tmp_path: P
     model, data = setup
     result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx", "--crop", bad)
     assert result.exit_code == 2 and "--crop" in result.output
+
+
+def test_a_second_stage_has_its_own_label_unit_and_clock() -> None:
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress("calibrating", "samples", stream, clock)
+    report(4, 4)
+    clock.now += 30.0
+    report.relabel("DQC", "iterations")
+    clock.now += 1.0
+    report(1, 10)
+    assert stream.getvalue().splitlines()[-1] == "DQC: 1/10 iterations, 1 s elapsed, ~9 s left"
+
+
+DQC_ESTIMATE = re.compile(r"^DQC: 6 iterations, ~(under )?[\d.]+ (ms|s|min|h) each -> about (under )?[\d.]+ "
+                          r"(ms|s|min|h) \(first (iteration|\d iterations) measured\)$", re.MULTILINE)
+DQC_LINE = re.compile(r"^DQC: (\d+)/6 iterations, \d+ s elapsed", re.MULTILINE)
+
+
+def test_dqc_announces_its_estimate_before_it_goes_on_and_reports_progress_in_logs(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = setup
+    refine = ("--refine", "dqc", "--dqc-iterations", "6", "--dqc-batch", "2", "--dqc-device", "cpu")
+    result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx", *refine)
+    assert result.exit_code == 0, result.output
+    estimates = list(DQC_ESTIMATE.finditer(result.stderr))
+    assert len(estimates) == 1, result.stderr
+    steps = list(DQC_LINE.finditer(result.stderr))
+    assert steps and steps[-1].group(1) == "6", result.stderr  # plain lines off a terminal, to the end
+    assert estimates[0].start() < steps[-1].start()  # said while iterations were still to come
+    quiet = _calibrate(model, data, tmp_path / "out" / "q.qdq.onnx", *refine, "--json")
+    assert quiet.exit_code == 0, quiet.output
+    assert not DQC_ESTIMATE.search(quiet.stderr) and not DQC_LINE.search(quiet.stderr)

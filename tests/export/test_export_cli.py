@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,26 @@ def test_main_cli_turns_errors_into_message_and_exit_code(tmp_path: Path) -> Non
     assert result.exit_code == InputError.exit_code
     assert "unknown model SPEC 'no-such-model'" in result.stderr
     assert "tiny-sr" in result.stderr
+
+
+DURATION = r"(under )?[\d.]+ (ms|s|min|h)"
+
+
+def test_export_says_each_stage_and_the_parity_estimate(model_file: Path, tmp_path: Path) -> None:
+    from qdeploy_cli.main import cli
+
+    args = ["export", f"{model_file}:build", "--input-shape", "1,3,8,8", "--dynamic-hw", "-o", tmp_path / "m.onnx"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    stages = [re.compile(rf"^export: float forward of {re.escape(str(model_file))}:build on 1x3x8x8: {DURATION}; "
+                         r"exporting to ONNX \(dynamo exporter: .*minutes for a large transformer\)$"),
+              re.compile(r"^export: simplifying with onnxsim \(\d+ nodes\)$"),
+              re.compile(r"^export: parity check, ONNX Runtime CPU vs PyTorch on 2 input set\(s\)$"),
+              re.compile(rf"^parity check: 2 input sets, ~{DURATION} each -> about {DURATION} "
+                         r"\(first input set measured, scaled by input size\)$")]
+    found = [[k for k, line in enumerate(lines) if stage.match(line)] for stage in stages]
+    assert all(len(at) == 1 for at in found), result.stderr  # each said once
+    assert found == sorted(found), result.stderr  # in the order the stages run
+    quiet = CliRunner().invoke(cli, [str(a) for a in [*args[:-1], tmp_path / "q.onnx", "--json"]])
+    assert quiet.exit_code == 0 and "export:" not in quiet.stderr and json.loads(quiet.stdout)["parity"]

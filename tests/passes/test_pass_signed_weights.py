@@ -69,7 +69,8 @@ def test_signing_is_exact_and_only_group1(u8_model: ir.Model, feeds) -> None:
     for name, codes in after.items():
         expect = np.int8 if groups[name] == 1 else np.uint8
         assert codes.dtype == expect, f"{name} (group {groups[name]}) stored as {codes.dtype}"
-        np.testing.assert_array_equal(codes.astype(np.int16), before[name].astype(np.int16) - (128 if groups[name] == 1 else 0))
+        shift = 128 if groups[name] == 1 else 0
+        np.testing.assert_array_equal(codes.astype(np.int16), before[name].astype(np.int16) - shift)
     for f in feeds:  # plain Q/DQ math: the same dequantized weights give the same outputs
         np.testing.assert_array_equal(run(signed, f, "disable")["y"], run(u8_model, f, "disable")["y"])
 

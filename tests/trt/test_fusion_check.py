@@ -77,6 +77,16 @@ def test_tensorrt_misses_name_the_reason(kwargs: dict, needle: str) -> None:
     assert f"1 will fall back: Conv ({verdict.misses[0]})" in report.summary_line()
 
 
+def test_a_reason_shared_by_several_fallbacks_is_said_once() -> None:
+    # calibrate repeated the same long reason for every layer a repair had left with float outputs
+    report = check_placement(qdq_conv(act_dtype="uint8", consumers=3), "ort-cpu")
+    falls = report.fallbacks
+    assert len(falls) == 3 and len({v.misses[0] for v in falls}) == 1
+    line = report.summary_line()
+    assert line.count(falls[0].misses[0]) == 1, line
+    assert f"3 will fall back: {', '.join(v.node for v in falls)} ({falls[0].misses[0]})" in line
+
+
 def test_per_tensor_weight_scale_is_accepted_by_tensorrt() -> None:
     assert check_placement(qdq_conv(w_axis=None), "tensorrt").fully_fused
 

@@ -27,8 +27,9 @@ an activation input would itself be selected for quantization and re-quantize th
 What counts as attention (:func:`find_attention`): ``MatMul(a, b)`` of two run-time tensors whose output
 reaches a ``Softmax`` over its last axis through a single-consumer chain of ``Add`` (biases, masks),
 ``Sub`` (scores first), ``Mul``/``Div`` by a constant that is the same along the key axis (a scalar, or
-a per-head/per-row scale with last dimension 1: cosine attention's ``logit_scale``) and ``Reshape`` that keeps the last (key)
-dimension (row-major, so rows map to rows: SwinIR's shifted-window mask goes through two), and whose
+a per-head/per-row scale with last dimension 1: cosine attention's ``logit_scale``) and ``Reshape`` that
+keeps the last (key) dimension (row-major, so rows map to rows: SwinIR's shifted-window mask goes
+through two), and whose
 softmax feeds ``MatMul(softmax, v)``. Anything else, e.g. a scores tensor read twice, a softmax over
 another axis, a ``Where`` mask, is left alone: the cancellation would not be provable.
 """
