@@ -86,7 +86,7 @@ def check_image_model(config: DataConfig, inputs: list[TensorSpec]) -> None:
         raise InputError(
             f"input {spec.name!r} expects {want} channel(s) ({config.layout.upper()} shape {spec.shape}) but "
             f"--color {config.color} gives {have}",
-            f"use {fix}, or --layout if the channel axis is elsewhere",
+            f"use {fix}; if the channel axis is elsewhere (e.g. NHWC), feed .npy/.npz arrays in the model's layout",
         )
 
 
