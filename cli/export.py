@@ -65,11 +65,14 @@ def _zoo_epilog() -> str:
 @click.option("--random-parity", is_flag=True,
               help="Check parity on uniform random inputs even for image inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Zoo models only: a state-dict file to load instead of the zoo's weights (required for "
+                   "models whose public weights are not shipped when ../shared/weights does not have them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export_cmd(spec: str, output: Path, input_shapes: tuple[tuple[int, ...], ...], dynamic_hw: bool,
                dynamic_batch: bool, opset: int, simplify: bool, exporter: str,
                input_range: tuple[float, float] | None, min_sqnr: float, max_abs_rel: float,
-               data: Path | None, random_parity: bool, seed: int, as_json: bool) -> None:
+               data: Path | None, random_parity: bool, seed: int, weights: Path | None, as_json: bool) -> None:
     """Export a PyTorch model (SPEC) to ONNX and check it against PyTorch.
 
     \b
@@ -98,13 +101,14 @@ def export_cmd(spec: str, output: Path, input_shapes: tuple[tuple[int, ...], ...
       qdeploy export mypkg.models:make_unet --input-shape "1,3,64,64;1,1" -o unet.onnx
       qdeploy export net.pt2 --exporter dynamo --opset 17 --no-simplify -o net.onnx
       qdeploy export pan.py:build --input-shape 1,3,64,64 --data train_lr/ -o pan.onnx
+      qdeploy export ngswin-x2 --dynamic-hw --weights NGswin_x2.pth -o exports/ngswin/model.onnx
     """
     from qdeploy.export import ExportConfig, ParityTolerance, export_model
 
     config = ExportConfig(spec=spec, output=output, input_shapes=input_shapes, dynamic_batch=dynamic_batch,
                           dynamic_hw=dynamic_hw, opset=opset, simplify=simplify, exporter=exporter,
                           parity=ParityTolerance(min_sqnr_db=min_sqnr, max_abs_rel=max_abs_rel), seed=seed,
-                          input_range=input_range, data=data, random_parity=random_parity)
+                          input_range=input_range, data=data, random_parity=random_parity, weights=weights)
     result = export_model(config)
     if as_json:
         print_json(result_dict(result))

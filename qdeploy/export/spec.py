@@ -58,17 +58,24 @@ class ResolvedModel:
             raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")
 
 
-def resolve_spec(spec: str) -> ResolvedModel:
-    """Resolve ``spec`` (see the module docstring for the forms) into a :class:`ResolvedModel`."""
+def resolve_spec(spec: str, weights: str | Path | None = None) -> ResolvedModel:
+    """Resolve ``spec`` (see the module docstring for the forms) into a :class:`ResolvedModel`.
+
+    ``weights``: a state-dict file for a zoo model, used instead of the zoo's own (shipped or external)
+    weights; any other SPEC brings its own weights, so giving one there is an InputError.
+    """
     from qdeploy_models.zoo import zoo_names
 
     spec = spec.strip()
     if not spec:
         raise InputError("empty model SPEC", _forms_hint())
+    if spec in zoo_names():
+        return _resolve_zoo(spec, weights)
+    if weights is not None:
+        raise InputError(f"--weights applies to zoo models only, not to {spec!r}",
+                         "load the weights in your build function (or drop --weights)")
     if spec.endswith(".pt2"):
         return _resolve_pt2(spec)
-    if spec in zoo_names():
-        return _resolve_zoo(spec)
     target, sep, func = spec.rpartition(":")
     if not sep or not target or not func:
         return _unknown_spec(spec)
@@ -182,11 +189,11 @@ def _eval(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
 
-def _resolve_zoo(name: str) -> ResolvedModel:
+def _resolve_zoo(name: str, weights: str | Path | None = None) -> ResolvedModel:
     from qdeploy_models.zoo import build, get_entry
 
     entry = get_entry(name)
-    module, inputs = build(name)
+    module, inputs = build(name, weights)
     return ResolvedModel(module, inputs, name, "zoo", input_range=entry.input_range,
                          default_input_shapes=(entry.default_input_shape,))
 

@@ -75,6 +75,7 @@ class ExportConfig:
         threads: ONNX Runtime threads for the parity run (None: ORT default).
         data: Image file or folder whose images the parity check feeds to image inputs (None: bundled photos).
         random_parity: Feed uniform random values to image inputs too (the pre-photo behaviour).
+        weights: State-dict file for a zoo model, instead of the zoo's own weights (None: the zoo's).
     """
 
     spec: str
@@ -91,6 +92,7 @@ class ExportConfig:
     threads: int | None = None
     data: Path | None = None
     random_parity: bool = False
+    weights: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -129,7 +131,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     if config.output.suffix != ".onnx" or config.output.is_dir():
         raise InputError(f"output must be an .onnx file path, got {config.output}",
                          "e.g. -o exports/net/model.onnx")
-    resolved = resolve_spec(config.spec)
+    resolved = resolve_spec(config.spec, config.weights)
     value_range = config.input_range or resolved.input_range or (0.0, 1.0)
     inputs = _example_inputs(resolved, config, value_range)
     axes = dynamic_axes(inputs, config.dynamic_batch, config.dynamic_hw)
@@ -339,6 +341,7 @@ def _write_manifest(result: ExportResult, config: ExportConfig, value_range: tup
         "simplify_note": result.simplify_note,
         "input_range": list(value_range),
         "seed": config.seed,
+        "weights": str(config.weights) if config.weights is not None else None,
         "parity_data": str(config.data) if config.data is not None else None,
         "parity": result.parity.to_dict(),
         "module_names": result.named_values,
