@@ -112,6 +112,7 @@ def run(args: argparse.Namespace, store: dict, out_json: Path) -> None:
         if ds not in fl:
             fl[ds] = psnr(float_path, sr / ds, args.threads)
             save(store, out_json)
+    store["run_command"] = "python benchmarks/ngswin_lowbit.py " + " ".join(sys.argv[1:])
     store["commands"] = {"export": "qdeploy export ngswin-x2 --dynamic-hw -o WORK/float.onnx"}
     for bits, label in variants(args):
         key = f"W{bits}A{bits}|{label}"
@@ -167,11 +168,14 @@ def table(store: dict) -> str:
 def write_report(store: dict, out: Path) -> str:
     body = table(store)
     cmds = sorted({r["command"] for r in store["rows"].values()})
-    times = "\n".join(f"| {k} | {r['calib_s']:.0f} | {r['size_kb']:.0f} |" for k, r in store["rows"].items())
+    times = "\n".join(f"| {k.replace('|', ' ')} | {r['calib_s']:.0f} | {r['size_kb']:.0f} |"
+                      for k, r in store["rows"].items())
     text = "\n".join([
         "# NGswin x2 low-bit (Y-PSNR dB, Δ vs the float model, plain Q/DQ math)", "",
-        f"Regenerate: `python benchmarks/ngswin_lowbit.py {' '.join(sys.argv[1:])}` (resumable).", "",
-        (__doc__ or "").split("\n\n")[1], "", body, "",
+        f"Regenerate: `{store.get('run_command', 'python benchmarks/ngswin_lowbit.py')}` (resumable: it skips "
+        "what the JSON holds; `--report-only` rewrites this file).", "",
+        (__doc__ or "").split("\n\n")[3].replace("\n", " "), "", body, "",
+        "Why the low bits fail on this model, and what smoothing recovers: `ngswin_diagnosis.md`.", "",
         "## Calibration time and file size", "", "| variant | calib s (wall, incl. start-up) | size KiB |",
         "|---|---|---|", times, "", "## Commands", "", "    " + store["commands"]["export"],
         *[f"    {c}" for c in cmds], ""])
