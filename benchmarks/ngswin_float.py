@@ -48,7 +48,9 @@ def qdeploy(*args: str) -> list[str]:
 
 
 def pretty(cmd: list[str]) -> str:
-    return shlex.join(["qdeploy", *cmd[1:]] if cmd and cmd[0].endswith("qdeploy") else cmd)
+    """The command as a user types it from the repository root (``qdeploy``, relative paths)."""
+    text = shlex.join(["qdeploy", *cmd[1:]] if cmd and cmd[0].endswith("qdeploy") else cmd)
+    return text.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
 
 
 def run_json(cmd: list[str], threads: int) -> tuple[dict[str, Any], float]:
@@ -142,9 +144,9 @@ def table_lines(store: dict[str, Any]) -> list[str]:
 
 
 def write_report(store: dict[str, Any], out: Path, threads: int) -> str:
-    exports = [f"    {e['command']}    # {e['seconds']:.0f} s, {e['exporter']}, parity SQNR "
+    exports = [f"    {pretty(shlex.split(e['command']))}    # {e['seconds']:.0f} s, {e['exporter']}, parity SQNR "
                f"{float(e['parity']['worst_sqnr_db']):.1f} dB" for e in store["exports"].values()]
-    evals = [f"    {row['command']}" for row in store["rows"].values()]
+    evals = [f"    {pretty(shlex.split(row['command']))}" for row in store["rows"].values()]
     text = "\n".join([
         "# NGswin float reproduction (authors' weights, ONNX Runtime CPU)", "",
         "Regenerate (resumable; sets already in the JSON are skipped): "
