@@ -122,7 +122,7 @@ def test_cli_analyze_table_and_errors(tmp_path: Path, float_model, w4a4, heldout
 
 SWEEP_ESTIMATE = re.compile(r"^sensitivity sweep of (\d+) quantized tensors: (\d+) configurations x 3 samples, "
                             r"~(under )?[\d.]+ (ms|s|min|h) each -> about (under )?[\d.]+ (ms|s|min|h) "
-                            r"\(first tensor measured\)$", re.MULTILINE)
+                            r"\(second tensor measured\)$", re.MULTILINE)
 SWEEP_LINE = re.compile(r"^sensitivity sweep: (\d+)/(\d+) runs, \d+ s elapsed", re.MULTILINE)
 
 
