@@ -48,7 +48,12 @@ def print_summary(con: Any, result: Any, config: Any) -> None:
     if getattr(result, "verified", None) is not None:
         _print_verified(con, result.verified)
     if getattr(result, "fusion", None):
-        con.print(f"QDQ placement: {result.fusion['line']}")
+        line = result.fusion["line"]
+        grid = _grid_label(config)
+        if " at W" in grid and grid.split(" at ")[1] != "W8A8":  # a low-bit simulation: 8-bit storage only
+            line = line.replace("will run INT8", f"fuse as 8-bit kernels holding {grid.split(' at ')[1]}-grid values "
+                                                 "(a simulation: no CPU kernel computes at these bits)")
+        con.print(f"QDQ placement: {line}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
               f"{', ranges reused from cache' if result.reused_cache else ''})")
 

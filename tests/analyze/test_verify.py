@@ -218,3 +218,14 @@ def test_cli_says_whether_the_faster_form_was_kept(good_net: tuple[Path, Path], 
     if not cpu_has_vnni():
         assert "faster form (int8 conv weights, pair-safe (u8s8 kernels)" in res.output
         assert ("kept, still meets the bar" in res.output) != ("not kept" in res.output)
+
+
+def test_a_check_on_the_calibration_inputs_says_why(good_net: tuple[Path, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from qdeploy_cli.main import cli
+
+    model, data = good_net  # an array file: the default holds nothing out
+    res = CliRunner().invoke(cli, ["calibrate", str(model), "--data", str(data), "--threads", "1", "-o",
+                                   str(tmp_path / "q.onnx")], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "(not held out: the default holds out a fifth only of image folders with 10+ images" in res.output

@@ -157,3 +157,13 @@ def test_refine_dqc_flag_lowers_its_loss_and_reports_it(attention_model: Path, d
     with get_backend("ort-cpu").open(out, SessionOptions(threads=1)) as s:
         y = s.run({"x": np.ones((1, TOKENS, DIM), np.float32)})["y"]
     assert np.isfinite(y).all()
+
+
+def test_a_low_bit_simulation_is_not_called_int8(attention_model: Path, data: Path, tmp_path: Path) -> None:
+    """The placement line of a W4A4 simulation says it is one, not that layers 'will run INT8'."""
+    result = CliRunner().invoke(cli, ["calibrate", str(attention_model), "--data", str(data), "--method", "minmax",
+                                      "--preset", "lowbit-sim", "--bits", "W4A4", "--threads", "1", "-o",
+                                      str(tmp_path / "a.onnx")], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("QDQ placement:"))
+    assert "will run INT8" not in line and "W4A4-grid values (a simulation" in line
