@@ -15,6 +15,7 @@ listing the zoo costs nothing at CLI start-up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -117,16 +118,10 @@ def _fsrcnn_y_x2() -> torch.nn.Module:
     return FSRCNN(scale=2, d=56, s=12, m=4)
 
 
-def _ngswin_x2() -> torch.nn.Module:
+def _ngswin(scale: int) -> torch.nn.Module:
     from qdeploy_models.ngswin import ngswin
 
-    return ngswin(scale=2)
-
-
-def _ngswin_x3() -> torch.nn.Module:
-    from qdeploy_models.ngswin import ngswin
-
-    return ngswin(scale=3)
+    return ngswin(scale=scale)
 
 
 def _tinycls() -> torch.nn.Module:
@@ -171,18 +166,13 @@ ZOO.add("tinycls", ZooEntry(
     (1, 3, 32, 32), weights="tinycls.pt", input_range=(0.0, 1.0)))
 _NGSWIN_ORIGIN = ("the authors' release, github.com/rami0205/NGramSwin (Apache-2.0), file pretrain/{file}; "
                   "not shipped with qdeploy")
-ZOO.add("ngswin-x2", ZooEntry(
-    "ngswin-x2", _ngswin_x2,
-    "NGswin x2 (Choi et al., CVPR 2023; N-gram Swin, 998k params, RGB in [0, 1], any H/W); the authors' "
-    "weights, read from ../shared/weights/ngswin/ or --weights",
-    (1, 3, 64, 64), input_range=(0.0, 1.0), external_weights="ngswin/NGswin_x2.pth",
-    weights_origin=_NGSWIN_ORIGIN.format(file="NGswin_x2.pth")))
-ZOO.add("ngswin-x3", ZooEntry(
-    "ngswin-x3", _ngswin_x3,
-    "NGswin x3 (Choi et al., CVPR 2023; N-gram Swin, 1.0M params, RGB in [0, 1], any H/W); the authors' "
-    "weights, read from ../shared/weights/ngswin/ or --weights",
-    (1, 3, 64, 64), input_range=(0.0, 1.0), external_weights="ngswin/NGswin_x3.pth",
-    weights_origin=_NGSWIN_ORIGIN.format(file="NGswin_x3.pth")))
+for _scale, _params in ((2, "998k"), (3, "1.0M")):
+    ZOO.add(f"ngswin-x{_scale}", ZooEntry(
+        f"ngswin-x{_scale}", functools.partial(_ngswin, _scale),
+        f"NGswin x{_scale} (Choi et al., CVPR 2023; N-gram Swin, {_params} params, RGB in [0, 1], any H/W); the "
+        "authors' weights, read from ../shared/weights/ngswin/ or --weights",
+        (1, 3, 64, 64), input_range=(0.0, 1.0), external_weights=f"ngswin/NGswin_x{_scale}.pth",
+        weights_origin=_NGSWIN_ORIGIN.format(file=f"NGswin_x{_scale}.pth")))
 ZOO.add("tiny-sr", ZooEntry(
     "tiny-sr", _tiny_sr, "tiny 3-conv x2 SR net with fixed-seed random weights (tests and demos)",
     (1, 3, 16, 16), weights=None, input_range=(0.0, 1.0)))
