@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from qdeploy.progress import format_elapsed
+
 __all__ = ["print_summary", "result_dict"]
 
 
@@ -20,18 +22,9 @@ def result_dict(result: Any, config: Any) -> dict[str, Any]:
 
 
 def print_summary(con: Any, result: Any, config: Any) -> None:
-    from rich.table import Table
-
-    names = _module_labels(result.cache)
-    grid = _grid_label(config)
-    table = Table(title=f"calibrated {len(result.ranges)} activation tensors ({result.method}, {grid})")
-    for col in ("tensor", "observed min", "observed max", "chosen lo", "chosen hi", "clipped %"):
-        table.add_column(col, justify="right" if col != "tensor" else "left", overflow="fold")
     worst = sorted(result.ranges.values(), key=lambda r: -r.clipped_fraction)
-    for r in worst[:12]:
-        table.add_row(_shown(r.name, names), f"{r.observed_min:.4g}", f"{r.observed_max:.4g}", f"{r.lo:.4g}",
-                      f"{r.hi:.4g}", f"{100 * r.clipped_fraction:.3f}")
-    con.print(table)
+    title = f"calibrated {len(result.ranges)} activation tensors ({result.method}, {_grid_label(config)})"
+    con.print(_range_table(worst[:12], _module_labels(result.cache), title))
     if len(worst) > 12:
         con.print(f"  ... +{len(worst) - 12} more tensors in {result.cache}")
     con.print(f"quantized: {_summary_line(result.summary)}")
@@ -41,10 +34,11 @@ def print_summary(con: Any, result: Any, config: Any) -> None:
     refined = getattr(result, "refine", None)
     if refined:
         con.print(f"DQC: loss {refined.get('initial_loss', float('nan')):.4g} -> "
-                  f"{refined.get('final_loss', float('nan')):.4g} in {refined.get('seconds', 0):.0f}s"
+                  f"{refined.get('final_loss', float('nan')):.4g} in {format_elapsed(refined.get('seconds', 0))}"
                   f"{'' if refined.get('applied', True) else ' (no improvement: calibrated scales kept)'}")
+    placement = (getattr(result, "fusion", None) or {}).get("line")
     if getattr(result, "plan", None) is not None:
-        _print_plan(con, result.plan)
+        _print_plan(con, result.plan, placement)
     if getattr(result, "verified", None) is not None:
         _print_verified(con, result.verified)
     if getattr(result, "fusion", None):
@@ -54,12 +48,32 @@ def print_summary(con: Any, result: Any, config: Any) -> None:
             line = line.replace("will run INT8", f"fuse as 8-bit kernels holding {grid.split(' at ')[1]}-grid values "
                                                  "(a simulation: no CPU kernel computes at these bits)")
         con.print(f"QDQ placement: {line}")
-    con.print(f"wrote {result.output}  (cache {result.cache}, {result.seconds:.1f}s"
+    con.print(f"wrote {result.output}  (cache {result.cache}, {format_elapsed(result.seconds, tenths=True)}"
               f"{', ranges reused from cache' if result.reused_cache else ''})")
 
 
-def _print_plan(con: Any, plan: Any) -> None:
-    """The target search's outcome: met or not, the precision counts, size and predicted speed cost."""
+def _range_table(ranges: list[Any], labels: dict[str, str], title: str) -> Any:
+    """Observed and chosen bounds per tensor, low above high, so the names get the width.
+
+    Why stacked: four number columns side by side left a name 13 characters at 80 columns, and
+    ``layers.0.bloc`` says nothing; the name cell has two lines anyway (module, then ONNX name).
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("tensor (module / ONNX name)", overflow="fold")
+    table.add_column("observed\nmin / max", justify="right")
+    table.add_column("chosen\nlo / hi", justify="right")
+    table.add_column("clipped %", justify="right")
+    for r in ranges:
+        table.add_row(_shown(r.name, labels), f"{r.observed_min:.4g}\n{r.observed_max:.4g}", f"{r.lo:.4g}\n{r.hi:.4g}",
+                      f"{100 * r.clipped_fraction:.3f}")
+    return table
+
+
+def _print_plan(con: Any, plan: Any, placement: str | None = None) -> None:
+    """The target search's outcome: met or not, the precision counts, size and predicted speed cost (unless
+    it is the ``placement`` line printed after it anyway: the plan's model is the model written)."""
     reached = f"output SQNR {plan.sqnr_db:.2f} dB"
     if plan.score is not None and plan.float_score is not None:
         reached += f", task loss {plan.float_score - plan.score:.3f} dB"
@@ -68,8 +82,8 @@ def _print_plan(con: Any, plan: Any) -> None:
     counts = ", ".join(f"{n} {label}" for label, n in sorted(plan.counts.items()))
     con.print(f"precision map: {counts}; packed size {plan.size_bytes / 1024:.1f} KiB "
               f"(lowest bits {plan.base_size_bytes / 1024:.1f} KiB, float {plan.float_size_bytes / 1024:.1f} KiB); "
-              f"{len(plan.candidates)} candidates in {plan.seconds:.0f}s")
-    if plan.speed.get("line"):
+              f"{len(plan.candidates)} candidates in {format_elapsed(plan.seconds)}")
+    if plan.speed.get("line") and plan.speed["line"] != placement:
         con.print(f"predicted speed cost: {plan.speed['line']}")
 
 

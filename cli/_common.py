@@ -143,7 +143,15 @@ def print_json(data: Any) -> None:
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich Console; pass ``stderr=True`` (e.g. under ``--json``) so stdout stays pure JSON."""
+    """A rich Console; pass ``stderr=True`` (e.g. under ``--json``) so stdout stays pure JSON.
+
+    Off a terminal (a log, a pipe, CI) text is not wrapped: rich would break it at its assumed 80
+    columns, mid-word inside any path longer than that, and a line cut in two can be neither searched
+    for nor copied (the plain progress and estimate lines are unwrapped for the same reason). Tables
+    still fit the width (``COLUMNS``, else 80); on a terminal everything wraps at its width as usual.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    con = Console(stderr=stderr, highlight=False)
+    con.soft_wrap = not con.is_terminal
+    return con

@@ -48,7 +48,28 @@ def data_defaults(model: Path, data_cfg: Any, crop_given: bool, num_samples_give
     data_cfg, summary = with_image_defaults(data_cfg, specs, crop_given, num_samples_given)
     if summary is not None and not quiet:
         click.echo(summary.line(), err=True)  # one unwrapped line: it is read in logs
+    if num_samples_given and not quiet:
+        _say_fewer_samples(data_cfg, specs)
     return data_cfg
+
+
+def _say_fewer_samples(data_cfg: Any, specs: list[Any]) -> None:
+    """One line when ``--num-samples`` asks for more than the data holds (all of it is used then).
+
+    Why: calibrating on 6 samples where 32 were asked for is a different calibration, and the user
+    should not have to count the files to learn it.
+    """
+    from qdeploy.calib.data import count_samples
+    from qdeploy.errors import InputError
+
+    try:
+        available = count_samples(data_cfg, specs)
+    except InputError:  # unreadable or empty data: the pipeline reports it, with its hint
+        return
+    if data_cfg.num_samples is not None and available < data_cfg.num_samples:
+        part = f"the part of the data left after --holdout {data_cfg.holdout:g}" if data_cfg.holdout else "the data"
+        click.echo(f"--num-samples {data_cfg.num_samples}: {part} gives {available} sample"
+                   f"{'' if available == 1 else 's'}; using {available}", err=True)
 
 
 def _input_specs(model: Path) -> list[Any] | None:

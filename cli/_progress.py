@@ -3,7 +3,7 @@
 Why both: a rich bar on a non-terminal (CI logs, ``nohup``, a pipe) draws nothing, so a 40-minute
 calibration left no trace in its log. Off a terminal this prints one line per ``PLAIN_STEP`` of the
 work or per ``PLAIN_INTERVAL_S`` seconds, whichever comes first, e.g.
-``calibrating: 32/64 samples, 12 s elapsed, ~12 s left``.
+``calibrating: 32/64 samples, 12 s elapsed, ~12 s left`` (minutes as ``6 min 53 s``).
 
 One command may run several stages (calibration, then DQC iterations): :meth:`Reporter.stage` gives
 each its own label and unit on the same display, so only one live bar is ever drawn. The library's
@@ -14,6 +14,7 @@ stderr too.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,11 +67,13 @@ class PlainProgress:
         click.echo(self.line(done, total, now - self.start), file=self.stream, err=self.stream is None)
 
     def line(self, done: int, total: int | None, elapsed: float) -> str:
-        """``label: done/total unit, N s elapsed, ~M s left`` (no estimate before any work is done)."""
+        """``label: done/total unit, 6 min 53 s elapsed, ~41 s left`` (no estimate before any work is done)."""
+        from qdeploy.progress import format_elapsed
+
         text = f"{self.label}: {done}/{total} {self.unit}" if total else f"{self.label}: {done} {self.unit}"
-        text += f", {elapsed:.0f} s elapsed"
+        text += f", {format_elapsed(elapsed)} elapsed"
         if total and 0 < done < total:
-            text += f", ~{elapsed * (total - done) / done:.0f} s left"
+            text += f", ~{format_elapsed(elapsed * (total - done) / done)} left"
         return text
 
 
@@ -122,12 +125,18 @@ def progress_reporter(label: str, quiet: bool = False, unit: str = "samples") ->
 
 
 class _EchoHandler(logging.Handler):
-    """Prints a record's message alone on the *current* stderr (click resolves it per call, so a test
-    runner's captured stream and a rich bar's redirection both receive it)."""
+    """Prints a record's message as one line of the *current* ``sys.stderr``: a test runner's captured
+    stream, or while a rich bar is live its redirection, which prints the line above the bar.
+
+    Why not ``click.echo``: it writes to the binary buffer under the stream it is given, which for rich's
+    redirection is the terminal itself, so the line was glued onto the end of the bar's line.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            click.echo(record.getMessage(), err=True)
+            stream = sys.stderr
+            stream.write(record.getMessage() + "\n")
+            stream.flush()
         except Exception:  # a logging handler must never raise into the work it reports on
             self.handleError(record)
 

@@ -90,13 +90,15 @@ def build_cmd(
     if as_json:
         print_json(result.to_dict())
         return
+    from qdeploy.progress import format_elapsed
+
     con = console()
     note = "from the engine cache" if result.cached else f"{len(result.layers)} network layers"
     con.print(
         f"built {flavor} {precision} engine ({len(result.engine) / 1e6:.2f} MB, {note}, "
         f"{'strongly typed' if result.strongly_typed else 'flag-typed'}, device {result.device}, "
         f"{'TensorRT-RTX' if flavor == 'tensorrt-rtx' else 'TensorRT'} {result.trt_version}) "
-        f"in {result.seconds:.1f}s"
+        f"in {format_elapsed(result.seconds, tenths=True)}"
     )
     con.print(f"wrote {output}")
 

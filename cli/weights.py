@@ -64,14 +64,20 @@ def quantize_weights_cmd(model: Path, output: Path, bits: str, block_size: str, 
               f" {ratio:.2f}x smaller)")
 
 
-#: How many float (skipped) weights the summary names; the rest are counted, and all are in --json.
-SHOWN_SKIPPED = 10
+#: How many names of the weights one reason left float the summary shows; the rest are counted, all are in --json.
+SHOWN_PER_REASON = 3
 
 
-def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_SKIPPED) -> list[str]:
-    """One line per weight left float, the first ``shown`` of them, then ``+N more`` so a cut list is
-    never mistaken for the whole one."""
-    lines = [f"  float: {node} ({reason})" for node, reason in list(skipped.items())[:shown]]
-    if len(skipped) > shown:
-        lines.append(f"  ... +{len(skipped) - shown} more left float (all of them: --json)")
+def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_PER_REASON) -> list[str]:
+    """One line per reason a weight was left float, most frequent first: how many, the reason, the first
+    ``shown`` names and ``+N more`` (so a cut list is never mistaken for the whole one), e.g.
+    ``10 left float: too small: a, b, c (+7 more; all of them: --json)``. (One reason repeated on ten
+    lines read as ten problems.)"""
+    by_reason: dict[str, list[str]] = {}
+    for node, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(node)
+    lines = []
+    for reason, nodes in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        more = f" (+{len(nodes) - shown} more; all of them: --json)" if len(nodes) > shown else ""
+        lines.append(f"  {len(nodes)} left float: {reason}: {', '.join(nodes[:shown])}{more}")
     return lines

@@ -17,7 +17,8 @@ import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["ANNOUNCE_LOGGER", "FirstUnits", "announce", "estimate_line", "format_duration"]
+__all__ = ["ANNOUNCE_LOGGER", "FirstUnits", "announce", "estimate_line", "format_duration", "format_elapsed",
+           "staged"]
 
 ANNOUNCE_LOGGER = "qdeploy.progress"
 """Name of the logger that carries the announcements (the CLI prints its INFO records as plain lines)."""
@@ -45,6 +46,31 @@ def format_duration(seconds: float) -> str:
     if s < 90 * 60.0:
         return f"{s / 60:.2g} min"
     return f"{s / 3600:.2g} h"
+
+
+def format_elapsed(seconds: float, tenths: bool = False) -> str:
+    """A measured time as a clock reads it: ``41 s``, ``6 min 53 s``, ``2 h 05 min`` (``tenths``: ``1.1 s``
+    under a minute). For times already spent (progress lines, "done in"), where :func:`format_duration`'s
+    rounding to two figures would hide the seconds a user watched go by."""
+    s = max(float(seconds), 0.0)
+    if s < (59.95 if tenths else 59.5):  # (what would round up to 60 s is said as 1 min 0 s)
+        return f"{s:.1f} s" if tenths else f"{s:.0f} s"
+    minutes, secs = divmod(round(s), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def staged(progress: Callable[[int, int], None] | None, label: str, unit: str) -> Callable[[int, int], None] | None:
+    """``progress`` for a named stage of the work: ``progress.stage(label, unit)`` when the callback draws
+    stages (the CLI's reporter does: one display, each stage under its own label), else ``progress`` as is.
+
+    Why: a command hands one ``(done, total)`` callback down; without this, a sensitivity sweep inside
+    ``calibrate`` was drawn as ``calibrating 47/512``, under the label of the step that made the callback.
+    """
+    stage = getattr(progress, "stage", None)
+    return stage(label, unit) if callable(stage) else progress
 
 
 def estimate_line(what: str, count: int, units: str, seconds_each: float, basis: str) -> str:

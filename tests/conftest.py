@@ -1,10 +1,7 @@
-"""Suite-wide settings."""
+"""Suite-wide settings.
 
-from __future__ import annotations
-
-import os
-
-# rich wraps at the terminal width (80 columns without a terminal); CLI tests look for whole lines that
-# contain temporary paths, whose length depends on pytest's temp folder numbering. A wide console keeps
-# those checks about the content, not about where rich happened to break a line.
-os.environ["COLUMNS"] = "200"
+No console width is set here: rich takes it from ``COLUMNS`` (else 80 off a terminal), and so does pytest
+for its own output, which must fit the terminal it runs in. Off a terminal the CLI's text lines are not
+wrapped at all (``qdeploy_cli._common.console``); the few tests that read whole rows of a wide table pass
+``env={"COLUMNS": ...}`` to their ``CliRunner.invoke``, which sets it for that invocation only.
+"""

@@ -1,13 +1,14 @@
-"""The estimate lines of long work (qdeploy.progress): their wording, and when FirstUnits says them."""
+"""The estimate lines of long work (qdeploy.progress): their wording, when FirstUnits says them, elapsed times
+as a clock reads them, and stages drawn under their own label."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from qdeploy.progress import ANNOUNCE_LOGGER, FirstUnits, estimate_line, format_duration
+from qdeploy.progress import ANNOUNCE_LOGGER, FirstUnits, estimate_line, format_duration, format_elapsed, staged
 
 
 class Clock:
@@ -71,3 +72,36 @@ def test_a_slow_first_unit_is_announced_at_once_and_a_finished_loop_never(announ
     clock.now += 30.0
     done.done(1)  # nothing left to wait for
     assert len(announced) == 1
+
+
+@pytest.mark.parametrize(("seconds", "text", "tenths"), [(0.4, "0 s", False), (41.2, "41 s", False),
+                                                         (412.7, "6 min 53 s", False), (59.7, "1 min 0 s", False),
+                                                         (7500, "2 h 05 min", False), (1.14, "1.1 s", True),
+                                                         (412.7, "6 min 53 s", True)])
+def test_elapsed_times_read_like_a_clock_not_raw_seconds(seconds: float, text: str, tenths: bool) -> None:
+    assert format_elapsed(seconds, tenths=tenths) == text
+
+
+class _Stages:
+    """A callback with stages, drawn as (label, unit, done, total) (the CLI's reporter has this shape)."""
+
+    def __init__(self) -> None:
+        self.drawn: list[tuple[str, str, int, int]] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.drawn.append(("calibrating", "samples", done, total))
+
+    def stage(self, label: str, unit: str) -> Callable[[int, int], None]:
+        return lambda done, total: self.drawn.append((label, unit, done, total))
+
+
+def test_a_staged_step_is_drawn_under_its_own_label_and_a_plain_callback_is_kept() -> None:
+    reporter = _Stages()
+    staged(reporter, "sensitivity sweep", "runs")(47, 512)
+    assert reporter.drawn == [("sensitivity sweep", "runs", 47, 512)]
+    calls: list[tuple[int, int]] = []
+
+    def plain(done: int, total: int) -> None:
+        calls.append((done, total))
+
+    assert staged(plain, "sensitivity sweep", "runs") is plain and staged(None, "x", "y") is None

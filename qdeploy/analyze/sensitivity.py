@@ -49,6 +49,7 @@ from qdeploy.analyze.tensor_stats import Stats, db, grid_limits, tensor_stats, w
 from qdeploy.errors import InputError
 from qdeploy.graph.names import merged_labels
 from qdeploy.graph.qdq_inventory import FloatLookup
+from qdeploy.progress import staged
 
 __all__ = [
     "AnalyzeConfig",
@@ -222,7 +223,8 @@ def analyze_sensitivity(
             compare configurations of the same inputs).
         evaluator: optional task metric, ``evaluator(outputs) -> score`` (higher is better).
         ranges: calibration ranges by tensor name (``TensorRange``), only shown in the result/report.
-        progress: ``progress(done_runs, total_runs)``.
+        progress: ``progress(done_runs, total_runs)``; a reporter with stages draws it as "sensitivity sweep"
+            (:func:`qdeploy.progress.staged`), whoever made it.
 
     Raises:
         InputError: no batches, or a model without quantized tensors.
@@ -250,6 +252,7 @@ def analyze_sensitivity(
     measured = time.perf_counter()
     runner = PrefixRunner(switch, batches, lambda m: _open(m, config), max_cuts=32 if config.reuse_prefix else 0,
                           max_cache_bytes=config.max_cache_mb << 20)
+    progress = staged(progress, "sensitivity sweep", "runs")  # not under the label of whoever made the callback
     sweep = _Sweep(switch, runner, batches, float_outputs, evaluator, progress)
     result = sweep.run()
     done = time.perf_counter()

@@ -1,9 +1,11 @@
 """The paper cuts of a user's first hour: JSON errors under --json, -v after the subcommand, one range
-spelling accepted everywhere, "+N more" on cut lists, install hints that name the extra, and the demo's
-latency ratio matching its own p50 columns."""
+spelling accepted everywhere, "+N more" on cut lists (one line per reason), calibrate's range table
+readable at 80 columns, install hints that name the extra, and the demo's latency ratio matching its own
+p50 columns."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -16,14 +18,17 @@ import onnx
 import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
+from qdeploy_cli._calibrate_summary import _range_table
 from qdeploy_cli._common import PixelRange, parse_range
 from qdeploy_cli.eval import DATASET_HINT
 from qdeploy_cli.main import _ErrorHandlingGroup, cli
 from qdeploy_cli.weights import _skipped_lines
+from rich.console import Console
 
 from qdeploy.demo import demo_rows
 from qdeploy.errors import BackendUnavailableError, InputError
 from qdeploy.graph.io import save_model
+from qdeploy.types import TensorRange
 
 FAST = ["--warmup", "1", "--iterations", "3", "--threads", "1"]
 
@@ -129,11 +134,26 @@ def test_profile_takes_the_calibrate_spelling(tiny_model: Path) -> None:
     assert doc["accuracy_basis"] == "accuracy vs m.onnx on ort-cpu on uniform random inputs in 0..255 (seed 0)"
 
 
-def test_cut_lists_say_how_many_were_left_out() -> None:
-    skipped = {f"node{i}": "too small" for i in range(13)}
-    lines = _skipped_lines(skipped)
-    assert len(lines) == 11 and lines[-1] == "  ... +3 more left float (all of them: --json)"
-    assert _skipped_lines(dict(list(skipped.items())[:10]))[-1] == "  float: node9 (too small)"
+def test_cut_lists_say_how_many_were_left_out_once_per_reason() -> None:
+    skipped = {"head": "K=3 is not a multiple of the block"} | {f"node{i}": "too small" for i in range(10)}
+    assert _skipped_lines(skipped) == [
+        "  10 left float: too small: node0, node1, node2 (+7 more; all of them: --json)",
+        "  1 left float: K=3 is not a multiple of the block: head"]
+    assert _skipped_lines({"a": "too small", "b": "too small"}) == ["  2 left float: too small: a, b"]
+
+
+def test_calibrate_range_table_keeps_module_paths_whole_at_80_columns() -> None:
+    name = "/layers.0/blocks.1/attn/qkv/MatMul_output_0"
+    labels = {name: "layers.0.blocks.1.attn.qkv (MatMul)", "val_45": "layers.0.blocks.1.attn.proj"}
+    ranges = [TensorRange(name, -12.345, 140.5, -10.25, 130.125, 0.00123, "mse", 8),
+              TensorRange("val_45", -0.0001234, 3.4e5, -0.0001234, 3.4e5, 0.5, "mse", 8)]
+    con = Console(file=io.StringIO(), width=80)
+    con.print(_range_table(ranges, labels, "calibrated 2 activation tensors (mse, ort-cpu-int8)"))
+    lines = con.file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any("layers.0.blocks.1.attn.qkv (MatMul)" in line for line in lines), lines
+    assert any("layers.0.blocks.1.attn.proj" in line for line in lines) and any("val_45" in line for line in lines)
+    assert any("-0.0001234" in line and "50.000" in line for line in lines)  # every bound and the clipping shown
 
 
 def test_build_names_the_extra_when_tensorrt_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

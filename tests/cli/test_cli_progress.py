@@ -1,13 +1,16 @@
 """Progress off a terminal (plain periodic lines) and the calibrate data defaults, through click's CliRunner.
 
 CliRunner's streams are not terminals, which is exactly the CI-log / nohup case: the rich bar draws
-nothing there, so the plain lines must appear.
+nothing there, so the plain lines must appear. One test forces rich's terminal mode to check that an
+estimate line printed while the live bar is drawn gets a line of its own.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +19,12 @@ import onnx_ir as ir
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
-from qdeploy_cli._progress import PLAIN_INTERVAL_S, PlainProgress
+from qdeploy_cli._progress import PLAIN_INTERVAL_S, PlainProgress, install_announcements, progress_reporter
 from qdeploy_cli.main import cli
 
 from qdeploy.calib.images import DEFAULT_CROP
 from qdeploy.graph.io import save_model
+from qdeploy.progress import ANNOUNCE_LOGGER, announce
 
 PLAIN_LINE = re.compile(r"^calibrating: (\d+)/(\d+) samples, \d+ s elapsed(, ~\d+ s left)?$", re.MULTILINE)
 
@@ -155,3 +159,69 @@ def test_dqc_announces_its_estimate_before_it_goes_on_and_reports_progress_in_lo
     quiet = _calibrate(model, data, tmp_path / "out" / "q.qdq.onnx", *refine, "--json")
     assert quiet.exit_code == 0, quiet.output
     assert not DQC_ESTIMATE.search(quiet.stderr) and not DQC_LINE.search(quiet.stderr)
+
+
+def test_minutes_are_said_as_minutes_not_raw_seconds() -> None:
+    stream, clock = io.StringIO(), Clock()
+    report = PlainProgress("DQC", "iterations", stream, clock)
+    clock.now += 412.7
+    report(50, 100)
+    assert stream.getvalue().splitlines() == ["DQC: 50/100 iterations, 6 min 53 s elapsed, ~6 min 53 s left"]
+
+
+@pytest.fixture
+def announcements() -> Iterator[None]:
+    """The CLI's announcement printer, installed as a command would, and the logger restored afterwards."""
+    logger = logging.getLogger(ANNOUNCE_LOGGER)
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    install_announcements()
+    yield
+    logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_an_estimate_said_under_a_live_bar_gets_a_line_of_its_own(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   announcements: None) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal and draws its live bar
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    estimate = "DQC: 200 iterations, ~1.8 s each -> about 6 min (first iteration measured)"
+    with progress_reporter("calibrating") as report:
+        report(1, 4)
+        announce(estimate)
+        report(2, 4)
+    err = capsys.readouterr().err
+    assert "━" in err  # the bar was drawn, so the check below is about a line beside a live bar
+    shown = [_ESCAPE.sub("", part) for line in err.split("\n") for part in line.split("\r")]
+    assert estimate in shown, shown  # alone on its line, not glued after the bar's "1/4 0:00:00"
+
+
+def _npz(path: Path, n: int) -> Path:
+    np.savez(path, x=np.random.default_rng(2).random((n, 3, 8, 8), dtype=np.float32))
+    return path
+
+
+def test_num_samples_beyond_the_data_says_how_many_are_used(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    model, images = setup
+    result = _calibrate(model, images, tmp_path / "out" / "m.qdq.onnx", "--num-samples", "32")
+    assert result.exit_code == 0, result.output
+    assert "--num-samples 32: the data gives 3 samples; using 3" in result.stderr.splitlines()
+    arrays = _calibrate(model, _npz(tmp_path / "d.npz", 6), tmp_path / "out" / "a.qdq.onnx", "--num-samples", "32")
+    assert arrays.exit_code == 0, arrays.output
+    assert "--num-samples 32: the data gives 6 samples; using 6" in arrays.stderr.splitlines()
+    enough = _calibrate(model, images, tmp_path / "out" / "e.qdq.onnx", "--num-samples", "2")
+    assert enough.exit_code == 0 and "--num-samples" not in enough.stderr, enough.output
+
+
+def test_a_target_search_shows_its_sweep_as_one_and_the_placement_once(setup: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    model, data = setup
+    result = _calibrate(model, data, tmp_path / "out" / "m.qdq.onnx", "--bits", "W4A4", "--target-sqnr", "20",
+                        "--target-samples", "2")
+    assert result.exit_code == 0, result.output
+    sweep = re.findall(r"^sensitivity sweep: (\d+)/(\d+) runs, ", result.stderr, re.MULTILINE)
+    assert sweep and sweep[-1][0] == sweep[-1][1], result.stderr  # its own label and unit, to the end
+    assert not any(total == sweep[-1][1] for _, total, _ in PLAIN_LINE.findall(result.stderr))  # not "calibrating"
+    assert result.stdout.count("quantized layers") == 1, result.stdout  # the plan's model is the one written

@@ -1,4 +1,4 @@
-"""Shared CLI helpers: shape/range parsing and strict JSON printing."""
+"""Shared CLI helpers: shape/range parsing, strict JSON printing, and unwrapped lines off a terminal."""
 
 from __future__ import annotations
 
@@ -49,3 +49,15 @@ def test_print_json_is_strict_json_on_stdout_only() -> None:
     result = CliRunner().invoke(cmd)
     assert json.loads(result.stdout) == {"sqnr": "inf", "shape": [1, 3], "x": 0.5}
     assert "table" in result.stderr and "table" not in result.stdout
+
+
+def test_off_a_terminal_long_lines_are_not_cut_in_two(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    path = "exports/swinir-light-x2/" + "very-long-folder-name/" * 4 + "model.w4a4.qdq.onnx"
+    line = f"wrote {path}  (cache {path[:-5]}.calib.json, 6 min 53 s, ranges reused from cache)"
+    assert len(line) > 160
+    console().print(line)
+    assert capsys.readouterr().out.splitlines() == [line]  # whole: searchable and copyable in a log
