@@ -38,6 +38,9 @@ METHODS: dict[str, list[str]] = {
     "DOBI": ["--method", "dobi"],
     "DOBI+shift": ["--method", "dobi", "--shift-qk"],
     "DOBI+DQC": ["--method", "dobi", "--refine", "dqc"],
+    "DOBI+smooth+rot": ["--method", "dobi", "--smooth", "0.7", "--rotate"],
+    "DOBI+smooth+rot+shift": ["--method", "dobi", "--smooth", "0.7", "--rotate", "--shift-qk"],
+    "DOBI+smooth+rot+DQC": ["--method", "dobi", "--smooth", "0.7", "--rotate", "--refine", "dqc"],
 }
 #: Smallest published Set5 x2 losses of post-training quantization of a Swin-style SR transformer (dB):
 #: CondiQuant (2025) on SwinIR-light; 2DQuant (NeurIPS 2024) loses 0.28 / 0.83 / 2.15 at 4 / 3 / 2 bits.
@@ -97,7 +100,7 @@ def variants(args: argparse.Namespace) -> list[tuple[int, str]]:
     out = []
     for bits in [int(b) for b in args.bits.split(",")]:
         for label in args.methods.split(","):
-            if label == "DOBI+DQC" and args.dqc_iters == 0:
+            if label.endswith("DQC") and args.dqc_iters == 0:
                 continue
             out.append((bits, label))
     return out
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace, store: dict, out_json: Path) -> None:
         key = f"W{bits}A{bits}|{label}"
         row = store["rows"].get(key, {})
         out = args.work / f"w{bits}a{bits}_{label.replace('+', '_')}.onnx"
+        if label.endswith("DQC"):  # the schedule is part of the variant
+            key, out = f"{key}|{args.dqc_iters}x{args.dqc_batch}", out.with_name(f"{out.stem}_{args.dqc_iters}.onnx")
         cmd = calibrate_args(float_path, npz, out, bits, label, args)
         if "calib_s" not in row or not out.exists():
             _, seconds = qdeploy(*cmd, threads=args.threads)
@@ -141,7 +146,19 @@ def save(store: dict, path: Path) -> None:
 def cell(row: dict | None, fl: dict, sets: list[str]) -> str:
     if not row:
         return "-"
-    return " / ".join(f"{row[ds] - fl[ds]:+.3f}" if ds in row else "-" for ds in sets)
+    text = " / ".join(f"{row[ds] - fl[ds]:+.3f}" if ds in row else "-" for ds in sets)
+    return text + (f" ({row['schedule']})" if "schedule" in row else "")
+
+
+def pick(rows: dict, bits: int, label: str) -> dict | None:
+    """The row of one variant; for DQC the longest schedule run (keys ``...|DQC|ITERSxBATCH``)."""
+    if not label.endswith("DQC"):
+        return rows.get(f"W{bits}A{bits}|{label}")
+    runs = {k: r for k, r in rows.items() if k.startswith(f"W{bits}A{bits}|{label}|") and "Set5" in r}
+    if not runs:
+        return rows.get(f"W{bits}A{bits}|{label}")
+    key = max(runs, key=lambda k: int(k.rsplit("|", 1)[1].split("x")[0]))
+    return {**runs[key], "schedule": key.rsplit("|", 1)[1].replace("x", " it x ")}
 
 
 def table(store: dict) -> str:
@@ -152,7 +169,7 @@ def table(store: dict) -> str:
     lines = [f"Float: {', '.join(f'{ds} {fl[ds]:.3f}' for ds in sets)} dB. Cells: Δ dB on {' / '.join(sets)}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for bits in (8, 4, 3, 2):
-        got = {lab: rows.get(f"W{bits}A{bits}|{lab}") for lab in labels}
+        got = {lab: pick(rows, bits, lab) for lab in labels}
         if not any(got.values()):
             continue
         scored = {lab: r["Set5"] - fl["Set5"] for lab, r in got.items() if r and "Set5" in r}
@@ -189,7 +206,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "exports" / "ngswin_lowbit")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ngswin_lowbit")
     ap.add_argument("--bits", default="8,4,3,2")
-    ap.add_argument("--methods", default="min-max,percentile,DOBI,DOBI+shift,DOBI+DQC")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--sets", default="Set5,Set14")
     ap.add_argument("--dqc-iters", type=int, default=0, help="DOBI+DQC rows with this many iterations (0: skip)")
     ap.add_argument("--dqc-batch", type=int, default=4)

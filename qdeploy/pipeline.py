@@ -170,6 +170,26 @@ def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
                             CollectConfig(config.batch_size, config.threads))
 
 
+def _smoothed(model: ir.Model, config: CalibrateConfig, quant: Any, cached: Any) -> tuple[ir.Model, Any]:
+    """The channel-smoothed model (``smooth_alpha``): transform from the reused cache, else from the data."""
+    from qdeploy.calib.channel_stats import collect_channel_stats
+    from qdeploy.calib.collect import CollectConfig
+    from qdeploy.calib.data import iter_samples
+    from qdeploy.quant.smoothing import smooth_for_calibration
+
+    stored = cached.extra.get("smooth") if cached is not None else None
+    if cached is not None and stored is None:
+        raise InputError(f"--cache {config.cache} holds no channel smoothing (made without smooth_alpha)",
+                         "recalibrate with --data, or quantize without --smooth")
+    specs = input_specs(model)
+
+    def collect(prepared: ir.Model, names: list[str]) -> Any:
+        return collect_channel_stats(prepared, names, lambda: iter_samples(config.data, specs),
+                                     CollectConfig(config.batch_size, config.threads))
+
+    return smooth_for_calibration(model, quant, stored, collect)
+
+
 def _check_cached(cache: Any, config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
     """``cache`` (read from ``config.cache``) if it covers ``names`` on the preset's activation grid.
 
@@ -211,6 +231,9 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     if quant.full_integer and (config.target is not None or (cached is not None and cached.precision_map)):
         # integer-only tails and uint8 regions pin their tensors' precision, which a map must be free to change
         quant = dataclasses.replace(quant, full_integer=False, integer_region=False)
+    smooth = None
+    if quant.smooth_alpha > 0:  # channel smoothing rewrites the float model itself, before anything calibrates
+        model, smooth = _smoothed(model, config, quant, cached)
     means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
     names = tensors_to_calibrate(model, quant, means)
     if not names:
@@ -243,6 +266,10 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     if config.cache is None or config.target is not None:
         cache_path = config.cache_path
         record = _cache_record(cached, model_sha, method, extra, quant, ranges, means, repaired)
+        if smooth is not None:
+            from qdeploy.quant.smoothing import affine_to_json
+
+            record = dataclasses.replace(record, extra=record.extra | {"smooth": affine_to_json(smooth)})
         save_cache(cache_path, _with_module_names(record, model))
     save_model(qmodel, config.output)
     kernels = integer_kernel_summary(config.output) if quant.name.startswith("ort-cpu") else {}

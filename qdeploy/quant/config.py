@@ -54,6 +54,14 @@ class QuantConfig:
             is unchanged before rounding (``qdeploy.graph.passes.shift_qk``; Q-SCI's shift made exact):
             the per-tensor grid stops spending its codes on the channels' offsets. Needs the means
             (``quantize(..., qk_means=...)``; ``calibrate_model`` collects them in one extra pass).
+        rotate_inputs: Rotate each quantized Linear's input by an orthogonal (randomized Hadamard) matrix
+            and its weight by the transpose (``qdeploy.graph.passes.rotate_inputs``; exact in float), so
+            an outlier channel is spread over all channels before the per-tensor grid. The rotation is
+            an extra float ``K x K`` MatMul per Linear at run time. Helps low bits on un-normalised inputs.
+        smooth_alpha: When > 0, centre and rescale each quantized Linear's input channels from their
+            calibrated ranges before quantizing (``qdeploy.quant.smoothing``: shift into the bias, scale
+            ``range^alpha / weight^(1-alpha)`` into the weight; exact in float), then rotate with
+            ``rotate_inputs``. Needs calibration data (one extra streamed pass). 0 = off.
         integer_region: Also quantize the ops *between* quantized layers that ONNX Runtime CPU has integer
             kernels for (Add, Mul, Concat, LeakyRelu, Sigmoid, AveragePool; Split, MaxPool and nearest
             Resize on uint8), where that removes a ``DQ -> float op -> Q`` island
@@ -88,6 +96,8 @@ class QuantConfig:
     avoid_pair_saturation: bool = False
     weight_clip: str = "max"
     shift_qk: bool = False
+    rotate_inputs: bool = False
+    smooth_alpha: float = 0.0
     integer_region: bool = False
     float_pooled_convs: bool = False
     convtranspose_as_conv: bool = False
@@ -127,6 +137,11 @@ class QuantConfig:
             raise ValueError("op_types is empty: nothing would be quantized")
         if self.shift_qk and ("MatMul" not in self.op_types or "MatMul" in self.exclude_op_types):
             raise ValueError("shift_qk shifts the inputs of attention MatMuls: it needs MatMul in op_types")
+        if not 0.0 <= self.smooth_alpha <= 1.0:
+            raise ValueError(f"smooth_alpha must be in [0, 1] (0 = off), got {self.smooth_alpha}")
+        if self.rotate_inputs and not {"Gemm", "MatMul"} & (set(self.op_types) - set(self.exclude_op_types)):
+            raise ValueError("rotate_inputs rotates the inputs of Linears (Gemm/MatMul): it needs one of them "
+                             "in op_types")
         self.node_filter  # noqa: B018 (validates op types and regexes)
 
     @property

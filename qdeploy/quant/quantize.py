@@ -39,6 +39,7 @@ from qdeploy.graph.passes import (
     UniformPReluToLeakyReluPass,
 )
 from qdeploy.graph.passes.integer_region import RegionPlan, inferred_shapes, plan_integer_region, pooled_convs
+from qdeploy.graph.passes.rotate_inputs import RotateLinearInputsPass, is_rotation
 from qdeploy.graph.passes.shift_qk import QKMeans
 from qdeploy.graph.select import (
     QUANTIZABLE_OP_TYPES,
@@ -88,6 +89,9 @@ def _prepared(model: ir.Model, config: QuantConfig | None = None,
         pass_cls()(model)
     if config is not None and config.shift_qk:
         _shift_qk(model, qk_means)
+    if config is not None and config.rotate_inputs:
+        RotateLinearInputsPass(select=config.node_filter.matches)(model)
+        CleanupGraphPass()(model)
     aliases: dict[str, str] = {}
     if config is not None and config.convtranspose_as_conv:
         rewrite = ConvTransposeToConvPass()
@@ -117,7 +121,7 @@ def calibration_model(model: ir.Model, config: QuantConfig,
     Why: the shifted q/k (``q - mu_q``) are new tensors whose ranges an observer must see; the copy
     computes the same outputs as ``model`` (up to float rounding), so collecting on it is sound.
     """
-    return _prepared(model, config, qk_means)[0] if config.shift_qk else model
+    return _prepared(model, config, qk_means)[0] if config.shift_qk or config.rotate_inputs else model
 
 
 def tensors_to_calibrate(model: ir.Model, config: QuantConfig,
@@ -183,6 +187,9 @@ def _placement(model: ir.Model, config: QuantConfig) -> _Placement:
     """
     graph, node_filter = model.graph, config.node_filter
     shapes = inferred_shapes(model) if config.float_pooled_convs or config.integer_region else None
+    if config.rotate_inputs or config.smooth_alpha:  # the inserted rotations are float ops, not layers
+        rotations = tuple(f"^{re.escape(n.name)}$" for n in graph if is_rotation(n))
+        node_filter = dataclasses.replace(node_filter, exclude_nodes=(*node_filter.exclude_nodes, *rotations))
     if config.float_pooled_convs:
         pooled = pooled_convs(graph, node_filter.matches, shapes)
         if pooled:

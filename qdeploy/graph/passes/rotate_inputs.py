@@ -1,0 +1,182 @@
+"""RotateLinearInputsPass: an orthogonal rotation of each Linear's input, undone in its weight (exact in float).
+
+Why: a per-tensor low-bit grid over an input whose channels differ by 100x (NGswin's post-norm residual
+stream feeds ``qkv`` and ``ffn.fc1`` directly; channel maxima 56-991 in one block) spends almost all
+its codes on a few channels. With ``R`` orthogonal, ``x @ W == (x @ R) @ (R^T @ W)``; a randomized
+Hadamard ``R`` (random signs, then a Walsh-Hadamard transform, scaled by ``1/sqrt(K)``) mixes every
+channel into every other, so one outlier channel is spread over all ``K`` and the rotated tensor is far
+closer to one grid (QuaRot, Ashkboos et al. 2024; the same trick for weights: the rows of ``R^T W``
+mix too). When ``K`` is not a power of two ``R`` is a seeded random orthogonal matrix (QR of a Gaussian).
+
+What changes in the graph: for each eligible ``Gemm``/``MatMul`` ``y = x W (+ b)`` with a constant 2-D
+weight, a float ``MatMul(x, R)`` named ``<node>/rotate`` is inserted and the weight is replaced by
+``R^T W`` (``W R`` for ``Gemm`` with ``transB=1``). The rotation node is *not* a layer to quantize:
+:func:`is_rotation` names it so selection can skip it. It stays a float op at run time (``K x K`` extra
+multiply-adds per token, said in the report); with ``channel_scales`` (SmoothQuant-style ``s``) the
+rotation becomes ``diag(1/s) R`` and the weight ``R^T diag(s) W`` (still one matrix each, still exact).
+
+Determinism: ``R`` depends only on ``K`` and ``seed``; every Linear with the same ``K`` shares one ``R``
+initializer. Skipped: weights that are shared by several nodes, batched (3-D+) weights, ``K < 2``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from qdeploy.graph.passes._qdq import NameSet, add_initializer
+from qdeploy.graph.select import constant_array
+
+__all__ = ["ROTATION_SUFFIX", "ChannelAffine", "RotateLinearInputsPass", "is_rotation", "linear_weight",
+           "rotation_matrix"]
+
+ROTATION_SUFFIX = "/rotate"
+
+
+_ROTATION_NAME = re.compile(re.escape(ROTATION_SUFFIX) + r"(_offset)?(_\d+)?$")
+
+
+def is_rotation(node: ir.Node) -> bool:
+    """True for the float ``MatMul`` this pass inserts (never itself a layer to quantize)."""
+    return _ROTATION_NAME.search(node.name or "") is not None
+
+
+def _hadamard(k: int) -> np.ndarray:
+    h = np.ones((1, 1), np.float64)
+    while h.shape[0] < k:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def rotation_matrix(k: int, seed: int = 0) -> np.ndarray:
+    """A ``k x k`` orthogonal float32 matrix: randomized Hadamard for powers of two, seeded QR otherwise."""
+    rng = np.random.default_rng(seed + k)
+    if k & (k - 1) == 0:
+        signs = rng.choice([-1.0, 1.0], size=k)
+        r = signs[:, None] * _hadamard(k) / np.sqrt(k)
+    else:
+        q, upper = np.linalg.qr(rng.standard_normal((k, k)))
+        r = q * np.sign(np.diag(upper))[None, :]
+    return r.astype(np.float32)
+
+
+def linear_weight(node: ir.Node) -> tuple[np.ndarray, bool] | None:
+    """(weight, transposed) of a Linear with a private constant 2-D weight; None when not eligible."""
+    if node.domain != "" or node.op_type not in ("Gemm", "MatMul") or len(node.inputs) < 2:
+        return None
+    w = constant_array(node.inputs[1])
+    if w is None or w.ndim != 2 or w.dtype != np.float32 or len(node.inputs[1].uses()) != 1:
+        return None
+    if constant_array(node.inputs[0]) is not None or is_rotation(node):
+        return None
+    producer = node.inputs[0].producer()
+    if producer is not None and is_rotation(producer):  # already rotated (the pass is idempotent)
+        return None
+    trans_b = node.op_type == "Gemm" and node.attributes.get_int("transB", 0) == 1
+    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0) == 1:
+        return None
+    return w, trans_b
+
+
+@dataclass(frozen=True)
+class ChannelAffine:
+    """Per-input-channel ``shift`` and ``scale``: the Linear then reads ``(x - shift) / scale`` (then rotated).
+
+    Folded back exactly: the weight rows are multiplied by ``scale`` and ``shift @ W`` is added to the bias
+    (Outlier Suppression+, Wei et al. 2023: the shift centres a channel that sits far from zero, the
+    scale moves a wide channel's range into the weight). Shifts apply to ``Gemm`` only (its bias input).
+    """
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+
+class RotateLinearInputsPass(ir.passes.InPlacePass):
+    """Rotate the input of every eligible Linear that ``select`` accepts; ``rotated`` lists their names.
+
+    ``affine`` (optional, by input tensor name): per-channel shift/scale applied before the rotation and
+    folded into the weight and bias. ``rotate=False`` applies only the affine part (a ``Mul``/``Add``).
+    """
+
+    def __init__(self, select: Callable[[ir.Node], bool] | None = None, seed: int = 0,
+                 affine: Mapping[str, ChannelAffine] | None = None, rotate: bool = True) -> None:
+        super().__init__()
+        self.select = select
+        self.seed = seed
+        self.affine = dict(affine or {})
+        self.rotate = rotate
+        self.rotated: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Insert the rotations and rewrite the weights in place."""
+        self.rotated = []
+        graph, names = model.graph, NameSet(model.graph)
+        shared: dict[int, ir.Value] = {}
+        for node in list(graph):
+            found = linear_weight(node)
+            if found is None or (self.select is not None and not self.select(node)):
+                continue
+            w, trans_b = found
+            k = w.shape[1] if trans_b else w.shape[0]
+            affine = self.affine.get(node.inputs[0].name or "")
+            if k < 2 or (affine is None and not self.rotate):
+                continue
+            if not node.name:
+                node.name = names.fresh(node.op_type)
+            self._rewrite(graph, names, node, (w, trans_b), affine, shared)
+        return ir.passes.PassResult(model, modified=bool(self.rotated))
+
+    def _online(self, graph: ir.Graph, names: NameSet, node: ir.Node, k: int, affine: ChannelAffine | None,
+                shared: dict[int, ir.Value]) -> tuple[ir.Value, np.ndarray, np.ndarray | None]:
+        """(online matrix or scale vector, folded ``R^T diag(s)``, offset row ``-(z/s) R`` or None)."""
+        r = rotation_matrix(k, self.seed) if self.rotate else np.eye(k, dtype=np.float32)
+        if affine is None:
+            if k not in shared:
+                shared[k] = add_initializer(graph, names, f"qdeploy_rotation_{k}", r)
+            return shared[k], r.T, None
+        s = np.asarray(affine.scale, np.float32).reshape(k)
+        z = np.asarray(affine.shift, np.float32).reshape(k) if node.op_type == "Gemm" else np.zeros(k, np.float32)
+        matrix = (r / s[:, None]) if self.rotate else (1 / s)
+        online = add_initializer(graph, names, f"{node.name}_rotation", matrix.astype(np.float32))
+        offset = -((z / s) @ r) if np.any(z) else None
+        return online, r.T * s[None, :], offset
+
+    def _rewrite(self, graph: ir.Graph, names: NameSet, node: ir.Node, weight: tuple[np.ndarray, bool],
+                 affine: ChannelAffine | None, shared: dict[int, ir.Value]) -> None:
+        (w, trans_b), x = weight, node.inputs[0]
+        k = w.shape[1] if trans_b else w.shape[0]
+        online, folded, offset = self._online(graph, names, node, k, affine, shared)
+        new_w = (w @ folded.T) if trans_b else (folded @ w)
+        if offset is not None:
+            self._fold_shift(graph, names, node, w if not trans_b else w.T, affine.shift)  # type: ignore[union-attr]
+        op = "MatMul" if self.rotate else "Mul"
+        first = ir.node(op, [x, online], name=names.fresh(f"{node.name}{ROTATION_SUFFIX}"))
+        nodes = [first]
+        if offset is not None:
+            c = add_initializer(graph, names, f"{node.name}_rotation_offset", offset.astype(np.float32))
+            add_name = names.fresh(f"{node.name}{ROTATION_SUFFIX}_offset")
+            nodes.append(ir.node("Add", [first.outputs[0], c], name=add_name))
+        out = nodes[-1].outputs[0]
+        out.name, out.type, out.shape = names.fresh(f"{x.name}_rotated"), x.type, x.shape
+        graph.insert_before(node, nodes)
+        node.replace_input_with(0, out)
+        node.replace_input_with(1, add_initializer(graph, names, f"{node.inputs[1].name}_rotated",
+                                                   new_w.astype(np.float32)))
+        self.rotated.append(node.name or "")
+
+    @staticmethod
+    def _fold_shift(graph: ir.Graph, names: NameSet, node: ir.Node, w_kn: np.ndarray, shift: np.ndarray) -> None:
+        """Gemm bias += shift @ W (the part of ``x W`` the shifted input no longer carries)."""
+        extra = np.asarray(shift, np.float32).reshape(-1) @ w_kn
+        old = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        bias = extra if old is None else old + extra
+        value = add_initializer(graph, names, f"{node.name}_bias_shifted", bias.astype(np.float32))
+        if len(node.inputs) > 2:
+            node.replace_input_with(2, value)
+        else:
+            node.resize_inputs(3)
+            node.replace_input_with(2, value)
