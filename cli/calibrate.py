@@ -58,11 +58,11 @@ def _bits_options(bits: str | None, preset: str) -> dict[str, Any]:
 
 
 def _refine_options(refine: str | None, iterations: int, lr: float, batch: int, device: str, seed: int,
-                    quiet: bool) -> dict[str, Any]:
+                    quiet: bool, checkpoint: Path | None) -> dict[str, Any]:
     if refine is None:
         return {}
     return {"iterations": iterations, "lr": lr, "batch_size": batch, "device": device, "seed": seed,
-            "show_progress": not quiet}
+            "show_progress": not quiet} | ({"checkpoint": str(checkpoint)} if checkpoint is not None else {})
 
 
 def _target(sqnr: str | None, loss: str | None, data: Path | None, scale: int | None, samples: int,
@@ -140,6 +140,9 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
 @click.option("--dqc-lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
 @click.option("--dqc-batch", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--dqc-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dqc-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save DQC's state here every 10 steps and resume from it when it exists (same model and "
+                   "settings). Default: OUTPUT's name + .dqc-checkpoint.pt, deleted when the refinement finishes.")
 @click.option("--target-sqnr", default=None, metavar="DB",
               help="Accuracy target: output SQNR vs the float model >= DB on held-out inputs. The model is "
                    "calibrated at --bits, then its most sensitive tensors are raised to 8 bits or left float "
@@ -194,7 +197,8 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
                   preset: str,
                   bits: str | None, shift_qk: bool, rotate: bool, smooth_alpha: float | None,
                   refine: str | None, dqc_iterations: int,
-                  dqc_lr: float, dqc_batch: int, dqc_device: str, target_sqnr: str | None, target_loss: str | None,
+                  dqc_lr: float, dqc_batch: int, dqc_device: str, dqc_checkpoint: Path | None,
+                  target_sqnr: str | None, target_loss: str | None,
                   target_data: Path | None, target_scale: int | None, target_samples: int, target_crop: int,
                   report_dir: Path | None, output: Path, num_samples: int | None, crop: int | None,
                   value_range: str | None, color: str, seed: int, holdout: float | None,
@@ -246,7 +250,7 @@ def calibrate_cmd(model: Path, data: Path | None, method: str, no_verify: bool, 
                              cache_output=cache_out, batch_size=batch_size, threads=threads, refine=refine,
                              verify=not no_verify, fast_weights=not exact_weights,
                              refine_options=_refine_options(refine, dqc_iterations, dqc_lr, dqc_batch, dqc_device,
-                                                            seed, as_json),
+                                                            seed, as_json, dqc_checkpoint),
                              target=_target(target_sqnr, target_loss, target_data, target_scale, target_samples,
                                             target_crop))
     if report_dir is not None and config.target is None:

@@ -18,6 +18,8 @@ import onnx_ir as ir
 from qdeploy.artifacts import file_sha256, write_manifest
 from qdeploy.errors import InputError
 from qdeploy.graph.io import load_model, save_model
+from qdeploy.pipeline_report import fusion_summary, integer_kernel_summary
+from qdeploy.pipeline_steps import check_refinable, input_specs, qk_means, run_refinement, smoothed
 from qdeploy.types import TensorRange
 
 __all__ = ["CalibrateConfig", "CalibrateResult", "calibrate_model", "fusion_summary", "integer_kernel_summary"]
@@ -129,67 +131,6 @@ def _collect(model: ir.Model, names: list[str], config: CalibrateConfig, quant: 
     return ranges, {"observer_config": observer.config.to_dict(), "data": data_info}
 
 
-def input_specs(model: ir.Model) -> list[Any]:
-    """The model's run-time inputs as :class:`TensorSpec` s, read from the graph (no ORT session: opening
-    one only to read them cost 1-4 s per call on SwinIR, and calibrate asked up to five times)."""
-    from qdeploy.types import TensorSpec
-
-    init = set(model.graph.initializers)
-    specs = []
-    for v in model.graph.inputs:
-        if v.name in init:
-            continue
-        dims = tuple(d if isinstance(d, int) else (str(d) if d is not None and str(d) else None)
-                     for d in (v.shape or ()))
-        dtype = v.dtype.numpy().name if v.dtype is not None else "float32"
-        specs.append(TensorSpec(v.name, dims, dtype))
-    return specs
-
-
-def _qk_means(model: ir.Model, config: CalibrateConfig) -> dict[str, Any]:
-    """Per-head attention q/k means for ``shift_qk``: from the reused cache, else one streamed data pass.
-
-    Why the cache holds them: the shifted q/k ranges were calibrated *for* these means, so reusing the
-    ranges is only sound together with the same means.
-    """
-    from qdeploy.calib.attention_stats import collect_qk_means, qk_means_from_json
-
-    if config.cache is not None:
-        from qdeploy.calib.cache import load_cache
-
-        stored = load_cache(config.cache).extra.get("shift_qk")
-        if stored is None:
-            raise InputError(f"--cache {config.cache} holds no attention q/k means (made without shift_qk)",
-                             "recalibrate with --data, or quantize without shift_qk")
-        return qk_means_from_json(stored)
-    from qdeploy.calib.collect import CollectConfig
-    from qdeploy.calib.data import iter_samples
-
-    specs = input_specs(model)
-    return collect_qk_means(model, lambda: iter_samples(config.data, specs),
-                            CollectConfig(config.batch_size, config.threads))
-
-
-def _smoothed(model: ir.Model, config: CalibrateConfig, quant: Any, cached: Any) -> tuple[ir.Model, Any]:
-    """The channel-smoothed model (``smooth_alpha``): transform from the reused cache, else from the data."""
-    from qdeploy.calib.channel_stats import collect_channel_stats
-    from qdeploy.calib.collect import CollectConfig
-    from qdeploy.calib.data import iter_samples
-    from qdeploy.quant.smoothing import smooth_for_calibration
-
-    stored = cached.extra.get("smooth") if cached is not None else None
-    if cached is not None and stored is None:
-        raise InputError(f"--cache {config.cache} holds no channel smoothing (made without smooth_alpha)",
-                         "recalibrate with --data, or quantize without --smooth")
-    specs = input_specs(model)
-
-    def collect(prepared: ir.Model, names: list[str]) -> Any:
-        return collect_channel_stats(prepared, names, lambda: iter_samples(config.data, specs),
-                                     CollectConfig(config.batch_size, config.threads))
-
-    return smooth_for_calibration(model, quant, stored, collect)
-
-
 def _check_cached(cache: Any, config: CalibrateConfig, model_sha: str, names: list[str], quant: Any) -> Any:
     """``cache`` (read from ``config.cache``) if it covers ``names`` on the preset's activation grid.
 
@@ -231,10 +172,12 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     if quant.full_integer and (config.target is not None or (cached is not None and cached.precision_map)):
         # integer-only tails and uint8 regions pin their tensors' precision, which a map must be free to change
         quant = dataclasses.replace(quant, full_integer=False, integer_region=False)
+    if config.refine is not None:  # say it now, not after minutes of calibration
+        check_refinable(model)
     smooth = None
     if quant.smooth_alpha > 0:  # channel smoothing rewrites the float model itself, before anything calibrates
-        model, smooth = _smoothed(model, config, quant, cached)
-    means = _qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
+        model, smooth = smoothed(model, config, quant, cached)
+    means = qk_means(model, config) if quant.shift_qk else None  # shift_qk: q/k shifted before calibrating
     names = tensors_to_calibrate(model, quant, means)
     if not names:
         raise InputError(f"nothing to quantize in {config.model}: no {', '.join(quant.op_types)} nodes were selected",
@@ -249,7 +192,7 @@ def calibrate_model(config: CalibrateConfig, progress: Callable[[int, int], None
     qmodel = quantize(model, ranges, quant, means)  # before any write: a failure leaves no output behind
     refine_report: dict[str, Any] = {}
     if config.refine is not None:  # the cache keeps the observer's ranges; refinement acts on the model only
-        qmodel, refine_report = _refine(model, qmodel, config)
+        qmodel, refine_report = run_refinement(model, qmodel, config)
     verified = None
     if cached is None and config.target is None and config.verify and config.method == "auto":
         verified = _verify(model, qmodel, quant, means, ranges, config, progress)
@@ -439,57 +382,3 @@ def _cache_record(cached: Any, model_sha: str, method: str, extra: dict[str, Any
         extra={"preset": quant.to_dict()} | shift | added | ({"verify": extra["verify"]} if "verify" in extra else {}),
         precision_map=repaired.precision_map)
 
-
-def _refine(model: ir.Model, qmodel: ir.Model, config: CalibrateConfig) -> tuple[ir.Model, dict[str, Any]]:
-    """Run ``config.refine`` on the calibration samples (all of them, held in memory: refinement iterates)."""
-    from qdeploy.calib.data import iter_samples
-    from qdeploy.refine import refine
-
-    specs = input_specs(model)
-    samples = list(iter_samples(config.data, specs))
-    return refine(config.refine, model, qmodel, samples, config.refine_options)
-
-
-def fusion_summary(qmodel: ir.Model, preset: str) -> dict[str, Any]:
-    """The QDQ placement check for the preset's target (tensorrt-* -> TensorRT, else ONNX Runtime CPU).
-
-    Why here: calibrate should end by saying how many quantized layers the target will really run in
-    INT8, so a placement problem is seen when the model is made, not when it is profiled.
-    """
-    from qdeploy.trt.fusion import check_placement
-
-    return check_placement(qmodel, "tensorrt" if preset.startswith("tensorrt") else "ort-cpu").summary()
-
-
-def _integer_ops() -> frozenset[str]:
-    from qdeploy.trt.fusion_ops import ORT_QLINEAR_OPS
-
-    return frozenset({"QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "ConvInteger",
-                      "QGemm", "DynamicQuantizeMatMul", "NhwcMaxPool", *ORT_QLINEAR_OPS.values()})
-
-
-def integer_kernel_summary(qdq_path: Path) -> dict[str, Any]:
-    """Which ops ONNX Runtime CPU really runs as integer kernels, read from its optimized graph.
-
-    Why: a QDQ file only *allows* integer execution; ORT fuses DQ->op->Q into QLinear* kernels only when
-    the placement matches its patterns. Counting fused nodes in ``optimized_model_filepath`` is the proof.
-    """
-    import tempfile
-
-    import onnx
-
-    from qdeploy.backends import SessionOptions, get_backend
-
-    with tempfile.TemporaryDirectory() as tmp:
-        opt = Path(tmp) / "optimized.onnx"
-        get_backend("ort-cpu").open(qdq_path, SessionOptions(threads=1, optimized_model_path=str(opt)))
-        graph = onnx.load(str(opt), load_external_data=False).graph
-    counts: dict[str, int] = {}
-    for node in graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    ops = _integer_ops()
-    integer = {op: n for op, n in counts.items() if op in ops}
-    float_compute = {op: n for op, n in counts.items() if op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv",
-                                                                 "FusedMatMul")}
-    return {"integer_ops": integer, "float_compute_ops": float_compute,
-            "dequantize_left": counts.get("DequantizeLinear", 0), "quantize_left": counts.get("QuantizeLinear", 0)}

@@ -38,7 +38,7 @@ def _dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Mapping[s
     except (TypeError, ValueError) as exc:
         raise InputError(f"invalid DQC option: {exc}",
                          "valid options: iterations, lr, batch_size, feature_tensors, feature_weight, seed, "
-                         "device, learn_zero_points, schedule") from None
+                         "device, learn_zero_points, schedule, checkpoint, checkpoint_every") from None
     refined, report = refine_dqc(float_model, qdq_model, batches, config, show_progress, progress)
     return refined, {"method": "dqc", **report.to_dict()}
 

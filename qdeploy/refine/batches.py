@@ -69,8 +69,8 @@ class SamplePool:
         sizes = {tuple(tuple(s[n].shape) for n in graph.input_names) for s in self.samples}
         self.stackable = all(not isinstance(d, int) for d in dims) and len(sizes) == 1
         self.batch_size = min(batch_size, len(self.samples))
-        self._rng = np.random.default_rng(seed)
-        self._order: list[int] = []
+        self.rng = np.random.default_rng(seed)
+        self.order: list[int] = []  # what is left of this epoch's permutation (a checkpoint saves it)
 
     def _chunks(self, indices: list[int]) -> Iterator[Chunk]:
         import torch
@@ -84,9 +84,9 @@ class SamplePool:
 
     def next_batch(self) -> Iterator[Chunk]:
         """The chunks of the next training batch (a fresh seeded permutation each epoch)."""
-        if len(self._order) < self.batch_size:
-            self._order += [int(i) for i in self._rng.permutation(len(self.samples))]
-        indices, self._order = self._order[:self.batch_size], self._order[self.batch_size:]
+        if len(self.order) < self.batch_size:
+            self.order += [int(i) for i in self.rng.permutation(len(self.samples))]
+        indices, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
         return self._chunks(indices)
 
     def _sequential(self) -> Iterator[Chunk]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import onnx_ir as ir
 
 from qdeploy.errors import InputError
 from qdeploy.refine.batches import SamplePool
+from qdeploy.refine.checkpoint import Checkpoint, fingerprint, optimiser_state, restore
 from qdeploy.refine.learnable import LearnableQDQ
 from qdeploy.refine.quantizers import find_quantizers
 
@@ -59,6 +61,9 @@ class DQCConfig:
         learn_zero_points: Also learn the zero points of asymmetric quantizers (symmetric grids keep 0,
             which TensorRT requires).
         schedule: "cosine" (anneal the learning rate to 0, as 2DQuant) or "constant".
+        checkpoint: File to save the whole optimiser state to every ``checkpoint_every`` steps and to
+            resume from when it exists (same model and settings only; :mod:`qdeploy.refine.checkpoint`).
+        checkpoint_every: Steps between checkpoint writes.
     """
 
     iterations: int = 200
@@ -70,9 +75,11 @@ class DQCConfig:
     device: str = "auto"
     learn_zero_points: bool = True
     schedule: str = "cosine"
+    checkpoint: str | None = None
+    checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "seed"):
+        for name in ("iterations", "batch_size", "seed", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
                 kind = "non-negative" if name == "seed" else "positive"
@@ -113,6 +120,7 @@ class DQCReport:
     weights_from_float_model: int
     applied: bool
     config: dict[str, Any] = field(default_factory=dict)
+    resumed_at: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form for manifests."""
@@ -234,14 +242,16 @@ def refine_dqc(float_model: ir.Model, qdq_model: ir.Model, batches: Sequence[Map
                 config.feature_weight))
 
     initial = evaluate()
-    losses = _optimise(learn, pool, student_graph, teacher, outputs, features, config, show_progress, progress)
+    checkpoint = _checkpoint(config, learn)
+    losses, resumed = _optimise(learn, pool, student_graph, teacher, outputs, features, config, show_progress,
+                                progress, checkpoint)
     final = evaluate()
     applied = final < initial
     refined = _write_back(qdq_model, learn.arrays()) if applied else qdq_model.clone()
     q = learn.quantizers
     report = DQCReport(initial, final, losses, time.perf_counter() - start, str(device), features,
                        len(learn.log_scales), len(learn.zero_points), len(q.weights),
-                       sum(w.from_float_model for w in q.weights.values()), applied, _config_dict(config))
+                       sum(w.from_float_model for w in q.weights.values()), applied, _config_dict(config), resumed)
     return refined, report
 
 
@@ -254,10 +264,17 @@ def _config_dict(config: DQCConfig) -> dict[str, Any]:
     return data
 
 
+def _checkpoint(config: DQCConfig, learn: LearnableQDQ) -> Checkpoint | None:
+    if config.checkpoint is None:
+        return None
+    settings = {k: v for k, v in _config_dict(config).items() if k not in ("checkpoint", "checkpoint_every")}
+    return Checkpoint(Path(config.checkpoint), config.checkpoint_every, fingerprint(settings, learn.initial))
+
+
 def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, outputs: list[str],
               features: list[str], config: DQCConfig, show_progress: bool,
-              progress: Progress | None = None) -> list[float]:
-    """The Adam loop; returns the per-step training loss."""
+              progress: Progress | None = None, checkpoint: Checkpoint | None = None) -> tuple[list[float], int]:
+    """The Adam loop; returns the per-step training loss and the step a checkpoint resumed it at."""
     import torch
     from rich import progress as rich_progress
 
@@ -271,12 +288,16 @@ def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, o
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.iterations)
                  if config.schedule == "cosine" else None)
     losses: list[float] = []
+    done = 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        pool.order, done, losses = restore(state, [*scales, *zps], optimiser, scheduler, pool.rng)
     columns = (rich_progress.TextColumn("DQC"), rich_progress.BarColumn(), rich_progress.MofNCompleteColumn(),
                rich_progress.TextColumn("loss {task.fields[loss]}"), rich_progress.TimeRemainingColumn())
     estimate = FirstUnits("DQC", config.iterations, "iteration")
     with rich_progress.Progress(*columns, disable=not show_progress or progress is not None, transient=False) as bar:
-        task = bar.add_task("dqc", total=config.iterations, loss="-")
-        for step in range(1, config.iterations + 1):
+        task = bar.add_task("dqc", total=config.iterations, completed=done, loss="-")
+        for step in range(done + 1, config.iterations + 1):
             optimiser.zero_grad(set_to_none=True)
             total = 0.0
             for chunk in pool.next_batch():
@@ -291,9 +312,12 @@ def _optimise(learn: LearnableQDQ, pool: SamplePool, graph: Any, teacher: Any, o
             losses.append(total)
             bar.update(task, advance=1, loss=f"{total:.4g}")
             estimate.done(step)
+            if checkpoint is not None and checkpoint.due(step, config.iterations):
+                checkpoint.save(optimiser_state([*scales, *zps], optimiser, scheduler, pool.rng, pool.order, step,
+                                                losses))
             if progress is not None:
                 progress(step, config.iterations)
-    return losses
+    return losses, done
 
 
 def _write_back(qdq_model: ir.Model, arrays: Mapping[str, np.ndarray]) -> ir.Model:

@@ -149,6 +149,19 @@ OPS.add("ReduceMean", _reduce(torch.mean))
 OPS.add("ReduceSum", _reduce(torch.sum))
 OPS.add("ReduceMax", _reduce(torch.amax))
 OPS.add("ReduceMin", _reduce(torch.amin))
+OPS.add("ReduceL2", _reduce(lambda x, dim, keepdim: torch.linalg.vector_norm(x, 2, dim=dim, keepdim=keepdim)))
+
+
+@OPS.register("MaxPool")
+def _max_pool(call: OpCall) -> list[torch.Tensor]:
+    """MaxPool (one output; the indices output is not supported). Asymmetric pads are padded with -inf."""
+    if len(call.node.outputs) > 1 and call.node.outputs[1] is not None and call.node.outputs[1].name:
+        raise UnsupportedModelError(f"MaxPool {call.node.name!r} asks for indices", "export without return_indices")
+    x, kernel = call.inputs[0], list(call.attr("kernel_shape"))
+    x, pads = _conv_pads(call, x, kernel, fill=float("-inf"))
+    fn = {1: nnf.max_pool1d, 2: nnf.max_pool2d, 3: nnf.max_pool3d}[len(kernel)]
+    return [fn(x, kernel, stride=call.attr("strides") or kernel, padding=pads,
+               dilation=call.attr("dilations") or 1, ceil_mode=bool(call.attr("ceil_mode", 0)))]
 
 
 @OPS.register("Gemm")
@@ -160,8 +173,8 @@ def _gemm(call: OpCall) -> list[torch.Tensor]:
     return [out + call.attr("beta", 1.0) * c if c is not None else out]
 
 
-def _conv_pads(call: OpCall, x: torch.Tensor, kernel: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """Symmetric pads go to torch's conv; asymmetric ones are applied with ``nnf.pad`` first."""
+def _conv_pads(call: OpCall, x: torch.Tensor, kernel: list[int], fill: float = 0.0) -> tuple[torch.Tensor, list[int]]:
+    """Symmetric pads go to torch's conv/pool; asymmetric ones are applied with ``nnf.pad`` (``fill``) first."""
     auto_pad = call.attr("auto_pad", "NOTSET")
     spatial = len(kernel)
     if auto_pad not in ("NOTSET", "VALID"):
@@ -172,7 +185,7 @@ def _conv_pads(call: OpCall, x: torch.Tensor, kernel: list[int]) -> tuple[torch.
     if begin == end:
         return x, begin
     torch_pads = [p for i in reversed(range(spatial)) for p in (begin[i], end[i])]
-    return nnf.pad(x, torch_pads), [0] * spatial
+    return nnf.pad(x, torch_pads, value=fill), [0] * spatial
 
 
 @OPS.register("Conv")

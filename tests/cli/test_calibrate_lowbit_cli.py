@@ -167,3 +167,22 @@ def test_a_low_bit_simulation_is_not_called_int8(attention_model: Path, data: Pa
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("QDQ placement:"))
     assert "will run INT8" not in line and "W4A4-grid values (a simulation" in line
+
+
+def test_refine_on_an_op_torch_cannot_run_fails_before_calibrating(data: Path, tmp_path: Path) -> None:
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, {TOKENS}, {DIM}] x) => (float[N, {TOKENS}, {DIM}] y)
+    <float[{DIM}, {DIM}] w = {{{_floats(np.eye(DIM))}}}>
+    {{
+        h = MatMul (x, w)
+        y = Hardmax <axis = -1> (h)
+    }}
+    """
+    model = save_model(ir.serde.deserialize_model(onnx.parser.parse_model(text)), tmp_path / "hm.onnx")
+    out = tmp_path / "out" / "hm.qdq.onnx"
+    result = _invoke(model, "--data", data, "--method", "minmax", "--preset", "lowbit-sim", "--bits", "W4A4",
+                     "--refine", "dqc", "-o", out)
+    assert result.exit_code != 0
+    assert "--refine cannot run this model" in result.output and "Hardmax" in result.output
+    assert not out.exists() and not out.with_name("hm.qdq.calib.json").exists()

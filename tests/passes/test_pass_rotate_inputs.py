@@ -87,7 +87,8 @@ def test_rewritten_model_computes_the_float_outputs(affine: bool, rotate: bool) 
     check_onnx(model)
     assert sorted(rewrite.rotated) == sorted(n.name for n in model.graph if n.op_type in ("Gemm", "MatMul")
                                              and not is_rotation(n))
-    assert sum(is_rotation(n) and n.op_type in ("MatMul", "Mul") for n in model.graph) == 3
+    assert sum(n.name.endswith("/rotate") for n in model.graph) == 3  # one chain per Linear, ending here
+    assert all(is_rotation(n) for n in model.graph if "/rotate" in n.name)
     assert not RotateLinearInputsPass(affine=per_input, rotate=rotate)(model).modified  # idempotent
     for f, expected in zip(feeds, ref, strict=True):
         got = run(model, f)
@@ -152,3 +153,9 @@ def test_rotation_buys_w4a4_accuracy_on_an_outlier_channel() -> None:
 def test_rotate_inputs_needs_a_linear_to_rotate() -> None:
     with pytest.raises((ValueError, InputError), match="rotate_inputs"):
         get_preset("lowbit-sim", op_types=("Conv",), rotate_inputs=True)
+
+
+def test_registered_among_all_passes() -> None:
+    from qdeploy.graph.passes import ALL_PASSES
+
+    assert RotateLinearInputsPass in ALL_PASSES

@@ -83,3 +83,25 @@ def test_fake_quant_passes_gradients_to_scale_and_input() -> None:
     y.sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]
     assert scale.grad is not None and scale.grad.item() != 0.0
+
+
+POOL_NORM_TEXT = """
+<ir_version: 8, opset_import: ["" : 18]>
+net (float[1, 3, 9, 8] x) => (float[1, 3, 4, 4] p, float[1, 3, 5, 4] q, float[1, 1, 9, 8] n)
+{
+    p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (x)
+    q = MaxPool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 2, 1]> (x)
+    axes = Constant <value = int64[1] {1}> ()
+    n = ReduceL2 <keepdims = 1> (x, axes)
+}
+"""
+
+
+def test_max_pool_and_reduce_l2_match_ort() -> None:
+    """NGswin's ops: MaxPool (incl. asymmetric pads, padded with -inf) and ReduceL2 (cosine attention)."""
+    model = _parsed(POOL_NORM_TEXT)
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 9, 8)).astype(np.float32) - 2.0}
+    ref, out = _ort(model, feeds), TorchGraph(model).run_numpy(feeds)
+    for key, value in ref.items():
+        assert out[key].shape == value.shape, key
+        assert np.abs(out[key] - value).max() <= FLOAT_REL_TOL * np.abs(value).max(), key

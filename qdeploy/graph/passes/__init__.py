@@ -21,7 +21,8 @@ runs even earlier, inside the preparation, because its shifted attention q/k mus
 
 ``ConvTransposeToConvPass`` and ``UniformPReluToLeakyReluPass`` (configs ``convtranspose_as_conv``,
 ``integer_region``) run in the preparation too: they are exact float rewrites whose new Conv/LeakyRelu
-must be selected like the model's own.
+must be selected like the model's own. ``RotateLinearInputsPass`` (configs ``rotate_inputs``,
+``smooth_alpha``) too, before them: the rotated tensors are what the observers must see.
 
 ``AvoidPairSaturationPass`` and ``IntegerTailPass`` are not pipeline steps either: ``quantize`` runs them on
 the finished QDQ graph (configs ``avoid_pair_saturation``, ``full_integer``), which they read.
@@ -41,6 +42,7 @@ from qdeploy.graph.passes.pair_saturation import AvoidPairSaturationPass
 from qdeploy.graph.passes.precision_map import ApplyPrecisionMapPass
 from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
 from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
+from qdeploy.graph.passes.rotate_inputs import RotateLinearInputsPass
 from qdeploy.graph.passes.shift_activations import ShiftOneSidedActivationsPass
 from qdeploy.graph.passes.shift_qk import ShiftQKPass
 from qdeploy.graph.passes.sink_dq import SinkDQPass
@@ -65,6 +67,7 @@ __all__ = [
     "NameGraphPass",
     "QuantizeBiasPass",
     "QuantizeWeightsPass",
+    "RotateLinearInputsPass",
     "ShiftOneSidedActivationsPass",
     "ShiftQKPass",
     "SinkDQPass",
@@ -77,7 +80,7 @@ ALL_PASSES: tuple[type[PassBase], ...] = (
     ExposeTensorsPass, NameGraphPass, CleanupGraphPass, QuantizeWeightsPass, InsertActivationQDQPass,
     QuantizeBiasPass, DedicateQDQPass, StripQDQPass, ShiftOneSidedActivationsPass, AvoidPairSaturationPass,
     IntegerTailPass, BlockwiseWeightQuantPass, ShiftQKPass, SinkDQPass, ConvTransposeToConvPass,
-    UniformPReluToLeakyReluPass,
+    UniformPReluToLeakyReluPass, RotateLinearInputsPass,
 )
 
 #: Run before selecting nodes or tensors: names for regex matching, producers before consumers.

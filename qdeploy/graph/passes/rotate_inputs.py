@@ -37,7 +37,7 @@ __all__ = ["ROTATION_SUFFIX", "ChannelAffine", "RotateLinearInputsPass", "is_rot
 ROTATION_SUFFIX = "/rotate"
 
 
-_ROTATION_NAME = re.compile(re.escape(ROTATION_SUFFIX) + r"(_offset)?(_\d+)?$")
+_ROTATION_NAME = re.compile(re.escape(ROTATION_SUFFIX) + r"(_mul|_add)?(_\d+)?$")
 
 
 def is_rotation(node: ir.Node) -> bool:
@@ -131,39 +131,46 @@ class RotateLinearInputsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.rotated))
 
     def _online(self, graph: ir.Graph, names: NameSet, node: ir.Node, k: int, affine: ChannelAffine | None,
-                shared: dict[int, ir.Value]) -> tuple[ir.Value, np.ndarray, np.ndarray | None]:
-        """(online matrix or scale vector, folded ``R^T diag(s)``, offset row ``-(z/s) R`` or None)."""
-        r = rotation_matrix(k, self.seed) if self.rotate else np.eye(k, dtype=np.float32)
-        if affine is None:
+                shared: dict[int, ir.Value]) -> tuple[list[tuple[str, ir.Value]], np.ndarray]:
+        """The float ops in front of the Linear (op type, constant operand) and the weight's left factor.
+
+        ``x -> Mul(1/s) -> Add(-z/s) -> MatMul(R)``: the rotation ``R`` is one shared initializer per ``K``
+        (the per-Linear part is two vectors), and the weight becomes ``R^T diag(s) W``.
+        """
+        steps: list[tuple[str, ir.Value]] = []
+        left = np.eye(k, dtype=np.float32)
+        if affine is not None:
+            s = np.asarray(affine.scale, np.float32).reshape(k)
+            z = np.asarray(affine.shift, np.float32).reshape(k) if node.op_type == "Gemm" else np.zeros(k, np.float32)
+            steps.append(("Mul", add_initializer(graph, names, f"{node.name}_smooth_scale", 1 / s)))
+            if np.any(z):
+                steps.append(("Add", add_initializer(graph, names, f"{node.name}_smooth_shift", -z / s)))
+            left = np.diag(s).astype(np.float32)
+        if self.rotate:
+            r = rotation_matrix(k, self.seed)
             if k not in shared:
                 shared[k] = add_initializer(graph, names, f"qdeploy_rotation_{k}", r)
-            return shared[k], r.T, None
-        s = np.asarray(affine.scale, np.float32).reshape(k)
-        z = np.asarray(affine.shift, np.float32).reshape(k) if node.op_type == "Gemm" else np.zeros(k, np.float32)
-        matrix = (r / s[:, None]) if self.rotate else (1 / s)
-        online = add_initializer(graph, names, f"{node.name}_rotation", matrix.astype(np.float32))
-        offset = -((z / s) @ r) if np.any(z) else None
-        return online, r.T * s[None, :], offset
+            steps.append(("MatMul", shared[k]))
+            left = r.T @ left
+        return steps, left
 
     def _rewrite(self, graph: ir.Graph, names: NameSet, node: ir.Node, weight: tuple[np.ndarray, bool],
                  affine: ChannelAffine | None, shared: dict[int, ir.Value]) -> None:
         (w, trans_b), x = weight, node.inputs[0]
         k = w.shape[1] if trans_b else w.shape[0]
-        online, folded, offset = self._online(graph, names, node, k, affine, shared)
-        new_w = (w @ folded.T) if trans_b else (folded @ w)
-        if offset is not None:
-            self._fold_shift(graph, names, node, w if not trans_b else w.T, affine.shift)  # type: ignore[union-attr]
-        op = "MatMul" if self.rotate else "Mul"
-        first = ir.node(op, [x, online], name=names.fresh(f"{node.name}{ROTATION_SUFFIX}"))
-        nodes = [first]
-        if offset is not None:
-            c = add_initializer(graph, names, f"{node.name}_rotation_offset", offset.astype(np.float32))
-            add_name = names.fresh(f"{node.name}{ROTATION_SUFFIX}_offset")
-            nodes.append(ir.node("Add", [first.outputs[0], c], name=add_name))
-        out = nodes[-1].outputs[0]
-        out.name, out.type, out.shape = names.fresh(f"{x.name}_rotated"), x.type, x.shape
+        steps, left = self._online(graph, names, node, k, affine, shared)
+        new_w = (w @ left.T) if trans_b else (left @ w)
+        if affine is not None and any(op == "Add" for op, _ in steps):
+            self._fold_shift(graph, names, node, w if not trans_b else w.T, affine.shift)
+        nodes, current = [], x
+        for i, (op, operand) in enumerate(steps):
+            suffix = ROTATION_SUFFIX if i == len(steps) - 1 else f"{ROTATION_SUFFIX}_{op.lower()}"
+            nodes.append(ir.node(op, [current, operand], name=names.fresh(f"{node.name}{suffix}")))
+            current = nodes[-1].outputs[0]
+            current.name, current.type, current.shape = names.fresh(f"{x.name}_{op.lower()}ed"), x.type, x.shape
+        current.name = names.fresh(f"{x.name}_rotated")
         graph.insert_before(node, nodes)
-        node.replace_input_with(0, out)
+        node.replace_input_with(0, current)
         node.replace_input_with(1, add_initializer(graph, names, f"{node.inputs[1].name}_rotated",
                                                    new_w.astype(np.float32)))
         self.rotated.append(node.name or "")
