@@ -58,6 +58,9 @@ class QuantConfig:
             and its weight by the transpose (``qdeploy.graph.passes.rotate_inputs``; exact in float), so
             an outlier channel is spread over all channels before the per-tensor grid. The rotation is
             an extra float ``K x K`` MatMul per Linear at run time. Helps low bits on un-normalised inputs.
+            Attention (when MatMuls are quantized) is rotated too: ``P @ V = (P R_N)(R_N^T V R_d) R_d^T``
+            (``qdeploy.graph.passes.rotate_attention``), so peaky probabilities and outlier value
+            channels share their grids better.
         smooth_alpha: When > 0, centre and rescale each quantized Linear's input channels from their
             calibrated ranges before quantizing (``qdeploy.quant.smoothing``: shift into the bias, scale
             ``range^alpha / weight^(1-alpha)`` into the weight; exact in float), then rotate with

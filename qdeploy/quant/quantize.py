@@ -39,6 +39,7 @@ from qdeploy.graph.passes import (
     UniformPReluToLeakyReluPass,
 )
 from qdeploy.graph.passes.integer_region import RegionPlan, inferred_shapes, plan_integer_region, pooled_convs
+from qdeploy.graph.passes.rotate_attention import RotateAttentionValuesPass
 from qdeploy.graph.passes.rotate_inputs import RotateLinearInputsPass, is_rotation
 from qdeploy.graph.passes.shift_qk import QKMeans
 from qdeploy.graph.select import (
@@ -91,6 +92,7 @@ def _prepared(model: ir.Model, config: QuantConfig | None = None,
         _shift_qk(model, qk_means)
     if config is not None and config.rotate_inputs:
         RotateLinearInputsPass(select=config.node_filter.matches)(model)
+        RotateAttentionValuesPass(select=config.node_filter.matches)(model)  # the quantized attentions
         CleanupGraphPass()(model)
     aliases: dict[str, str] = {}
     if config is not None and config.convtranspose_as_conv:

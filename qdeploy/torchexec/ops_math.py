@@ -115,6 +115,10 @@ def _softmax(call: OpCall) -> list[torch.Tensor]:
 def _layer_norm(call: OpCall) -> list[torch.Tensor]:
     x, scale, bias = call.inputs[0], call.input(1), call.input(2)
     axis = call.attr("axis", -1) % x.dim()
+    shape = tuple(x.shape[axis:])
+    fits = all(t is None or tuple(t.shape) == shape for t in (scale, bias))
+    if fits:  # one fused kernel (forward and backward) instead of six elementwise ops
+        return [nnf.layer_norm(x, shape, scale, bias, call.attr("epsilon", 1e-5))]
     dims = tuple(range(axis, x.dim()))
     mean = x.mean(dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dims, keepdim=True)
@@ -169,8 +173,11 @@ def _gemm(call: OpCall) -> list[torch.Tensor]:
     a, b, c = call.inputs[0], call.inputs[1], call.input(2)
     a = a.t() if call.attr("transA", 0) else a
     b = b.t() if call.attr("transB", 0) else b
-    out = call.attr("alpha", 1.0) * (a @ b)
-    return [out + call.attr("beta", 1.0) * c if c is not None else out]
+    alpha, beta = call.attr("alpha", 1.0), call.attr("beta", 1.0)
+    if c is not None and c.dim() <= 2 and a.dim() == 2 and c.is_floating_point():
+        return [torch.addmm(c, a, b, beta=beta, alpha=alpha)]  # fused bias add
+    out = alpha * (a @ b)
+    return [out + beta * c if c is not None else out]
 
 
 def _conv_pads(call: OpCall, x: torch.Tensor, kernel: list[int], fill: float = 0.0) -> tuple[torch.Tensor, list[int]]:

@@ -42,6 +42,7 @@ from qdeploy.graph.passes.pair_saturation import AvoidPairSaturationPass
 from qdeploy.graph.passes.precision_map import ApplyPrecisionMapPass
 from qdeploy.graph.passes.quantize_bias import QuantizeBiasPass
 from qdeploy.graph.passes.quantize_weights import QuantizeWeightsPass
+from qdeploy.graph.passes.rotate_attention import RotateAttentionValuesPass
 from qdeploy.graph.passes.rotate_inputs import RotateLinearInputsPass
 from qdeploy.graph.passes.shift_activations import ShiftOneSidedActivationsPass
 from qdeploy.graph.passes.shift_qk import ShiftQKPass
@@ -67,6 +68,7 @@ __all__ = [
     "NameGraphPass",
     "QuantizeBiasPass",
     "QuantizeWeightsPass",
+    "RotateAttentionValuesPass",
     "RotateLinearInputsPass",
     "ShiftOneSidedActivationsPass",
     "ShiftQKPass",
@@ -81,6 +83,7 @@ ALL_PASSES: tuple[type[PassBase], ...] = (
     QuantizeBiasPass, DedicateQDQPass, StripQDQPass, ShiftOneSidedActivationsPass, AvoidPairSaturationPass,
     IntegerTailPass, BlockwiseWeightQuantPass, ShiftQKPass, SinkDQPass, ConvTransposeToConvPass,
     UniformPReluToLeakyReluPass, RotateLinearInputsPass,
+    RotateAttentionValuesPass,
 )
 
 #: Run before selecting nodes or tensors: names for regex matching, producers before consumers.
