@@ -8,6 +8,9 @@ float), channel maxima from the calibration patches, then ``qdeploy calibrate ..
 
     python benchmarks/ngswin_diagnosis.py --groups all,no-attn,no-gemm,no-fc1,no-fc2,no-qkv,no-proj,no-misc
     python benchmarks/ngswin_diagnosis.py --smooth 0.5
+    python benchmarks/ngswin_diagnosis.py --alphas 0.5,0.7,0.85          # qdeploy calibrate --smooth A --rotate
+    python benchmarks/ngswin_diagnosis.py --after WORK/w4a4_DOBI_smooth_rot.calib.json \
+        --groups all,no-attn,no-fc1,no-fc2,no-qkv,no-proj,scores,context   # what is left after the recipe
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import onnx_ir as ir
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "exports" / "ngswin_lowbit"
 SET5 = REPO.parent / "shared" / "data" / "sr" / "Set5"
-GROUPS = {"all": None, "no-attn": "attn", "no-gemm": "gemm", "no-fc1": r"ffn\.fc1", "no-fc2": r"ffn\.fc2",
+FLOAT = 38.046  # Set5 x2 Y-PSNR of the float export (ngswin_float.md)
+GROUPS = {"all": None, "scores": "scores", "context": "context",
+          "no-attn": "attn", "no-gemm": "gemm", "no-fc1": r"ffn\.fc1", "no-fc2": r"ffn\.fc2",
           "no-qkv": r"\.qkv", "no-proj": r"\.proj \(", "no-misc": r"reduction|across_cascade|bottleneck"}
 
 
@@ -36,6 +41,8 @@ def layers(model: ir.Model, group: str | None) -> list[str]:
 
     if group is None:
         return []
+    if group in ("scores", "context"):
+        return [getattr(a, group).name for a in find_attention(model)]
     if group == "attn":
         return [n.name for a in find_attention(model) for n in (a.scores, a.context)]
     if group == "gemm":
@@ -52,17 +59,35 @@ def psnr(path: Path) -> float:
     return float(evaluate_sr([path], cfg).models[0].psnr_y)
 
 
-def group_row(model: ir.Model, name: str) -> float:
+def group_row(model: ir.Model, name: str, after: Path | None = None, bits: int = 4) -> float:
+    """W4A4 with one group float: on the plain DOBI ranges, or (``after``) on a --smooth/--rotate cache."""
     from qdeploy.calib.cache import load_cache
     from qdeploy.quant import get_preset
     from qdeploy.quant.quantize import quantize
+    from qdeploy.quant.smoothing import smooth_for_calibration
 
     base = get_preset("lowbit-sim")
+    cache = load_cache(after or WORK / "w4a4_DOBI.calib.json")
+    recipe = {}
+    if after is not None:
+        recipe = {"smooth_alpha": cache.extra["preset"]["smooth_alpha"], "rotate_inputs": True}
+        cfg0 = get_preset("lowbit-sim", bits=bits, **recipe)
+        model, _ = smooth_for_calibration(model, cfg0, cache.extra["smooth"], lambda m, n: {})
     excl = tuple(f"^{re.escape(n)}$" for n in layers(model, GROUPS[name]))
-    cfg = get_preset("lowbit-sim", weight_bits=4, activation=dataclasses.replace(base.activation, bits=4),
-                     exclude_nodes=excl)
-    out = WORK / f"diag_{name}.onnx"
-    ir.save(quantize(model, dict(load_cache(WORK / "w4a4_DOBI.calib.json").ranges), cfg), str(out))
+    cfg = get_preset("lowbit-sim", weight_bits=bits, activation=dataclasses.replace(base.activation, bits=bits),
+                     exclude_nodes=excl, **recipe)
+    out = WORK / f"diag_{'after_' if after else ''}w{bits}_{name}.onnx"
+    ir.save(quantize(model, dict(cache.ranges), cfg), str(out))
+    return psnr(out)
+
+
+def alpha_row(alpha: float) -> float:
+    """``qdeploy calibrate --smooth ALPHA --rotate`` at W4A4 DOBI (the product's recipe), Set5 PSNR."""
+    out = WORK / f"alpha_{alpha}_w4a4.onnx"
+    exe = str(Path(sys.executable).with_name("qdeploy"))
+    subprocess.run([exe, "calibrate", str(WORK / "float.onnx"), "--data", str(WORK / "calib.npz"), "--range", "0-1",
+                    "--preset", "lowbit-sim", "--bits", "W4A4", "--method", "dobi", "--smooth", str(alpha),
+                    "--rotate", "--threads", "2", "--json", "-o", str(out)], check=True, capture_output=True)
     return psnr(out)
 
 
@@ -116,10 +141,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--groups", default="")
     ap.add_argument("--smooth", type=float, default=None)
+    ap.add_argument("--alphas", default="")
+    ap.add_argument("--after", type=Path, default=None, help="a --smooth/--rotate cache: groups after it")
+    ap.add_argument("--bits", type=int, default=4, help="with --after: the cache's bit width")
     args = ap.parse_args()
     model = ir.load(str(WORK / "float.onnx"))
+    what = "after --smooth/--rotate" if args.after else "DOBI"
     for name in [g for g in args.groups.split(",") if g]:
-        print(f"| W4A4 DOBI, {name} float | {group_row(model, name):.3f} |", flush=True)
+        psnr_db = group_row(model, name, args.after, args.bits)
+        print(f"| W{args.bits}A{args.bits} {what}, {name} float | {psnr_db - FLOAT:+.3f} |", flush=True)
+    for alpha in [float(a) for a in args.alphas.split(",") if a]:
+        print(f"| W4A4 DOBI --smooth {alpha} --rotate | {alpha_row(alpha) - FLOAT:+.3f} |", flush=True)
     if args.smooth is not None:
         print(f"| W4A4 DOBI, fc1 inputs smoothed (alpha {args.smooth}) | {smooth_row(model, args.smooth):.3f} |")
 

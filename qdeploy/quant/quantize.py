@@ -88,12 +88,12 @@ def _prepared(model: ir.Model, config: QuantConfig | None = None,
     model = model.clone()
     for pass_cls in PREPARE_PIPELINE:
         pass_cls()(model)
-    if config is not None and config.shift_qk:
-        _shift_qk(model, qk_means)
-    if config is not None and config.rotate_inputs:
+    if config is not None and config.rotate_inputs:  # before shift_qk, which hides the attentions it rewrote
         RotateLinearInputsPass(select=config.node_filter.matches)(model)
         RotateAttentionValuesPass(select=config.node_filter.matches)(model)  # the quantized attentions
         CleanupGraphPass()(model)
+    if config is not None and config.shift_qk:
+        _shift_qk(model, qk_means)
     aliases: dict[str, str] = {}
     if config is not None and config.convtranspose_as_conv:
         rewrite = ConvTransposeToConvPass()

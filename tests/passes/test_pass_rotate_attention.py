@@ -75,3 +75,21 @@ def test_registered_among_all_passes() -> None:
     from qdeploy.graph.passes import ALL_PASSES
 
     assert RotateAttentionValuesPass in ALL_PASSES
+
+
+def test_rotate_with_shift_qk_rotates_the_attention_too() -> None:
+    """``--rotate --shift-qk``: the shifted attention must still get its P/V rotations (order of the passes)."""
+    from qdeploy.calib.attention_stats import collect_qk_means
+    from qdeploy.quant import get_preset
+    from qdeploy.quant.quantize import calibration_model
+
+    model = _model()
+    feeds = [{"x": np.random.default_rng(s).standard_normal((2, TOKENS, DIM)).astype(np.float32)} for s in (1, 2)]
+    means = collect_qk_means(model, lambda: iter(feeds))
+    config = get_preset("lowbit-sim", bits=4, rotate_inputs=True, shift_qk=True)
+    prepared = calibration_model(model, config, means)
+    attention = [n for n in prepared.graph
+                 if any(v is not None and (v.name or "").startswith("qdeploy_attention_rotation") for v in n.inputs)]
+    assert len(attention) == 4  # P R_N, R_N^T V, V R_d, and R_d^T after the context
+    ref, got = run(model, feeds[0]), run(prepared, feeds[0])
+    np.testing.assert_allclose(got["y"], ref["y"], rtol=0, atol=1e-4 * np.abs(ref["y"]).max())
