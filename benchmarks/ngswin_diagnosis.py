@@ -149,7 +149,8 @@ def main() -> None:
     what = "after --smooth/--rotate" if args.after else "DOBI"
     for name in [g for g in args.groups.split(",") if g]:
         psnr_db = group_row(model, name, args.after, args.bits)
-        print(f"| W{args.bits}A{args.bits} {what}, {name} float | {psnr_db - FLOAT:+.3f} |", flush=True)
+        label = "everything quantized" if name == "all" else f"{name} float"
+        print(f"| W{args.bits}A{args.bits} {what}, {label} | {psnr_db - FLOAT:+.3f} |", flush=True)
     for alpha in [float(a) for a in args.alphas.split(",") if a]:
         print(f"| W4A4 DOBI --smooth {alpha} --rotate | {alpha_row(alpha) - FLOAT:+.3f} |", flush=True)
     if args.smooth is not None:
