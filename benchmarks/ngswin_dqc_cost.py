@@ -94,7 +94,8 @@ def report(result: dict) -> str:
     lines = ["# NGswin x2: the cost of one DQC step on this CPU", "",
              f"Command: `{result['command']}`. Model: `{result['model']}` (W4A4, DOBI + smooth 0.7 + rotate). "
              "One 64x64 LR patch; median of the repeats after a warm-up. Measured on the shared 2-core AVX2 "
-             f"machine with other jobs running ({result['load']}): indicative, not an idle measurement.", "",
+             f"machine ({result['load']}; timings taken under a load of 5-6 were 20x slower, so only a "
+             "near-idle run is kept here).", "",
              "| what | seconds |", "|---|---|",
              f"| ONNX Runtime forward (Q/DQ math) | {result['ort_forward_s']:.2f} |",
              f"| torch executor forward, no gradients | {result['torch_forward_s']:.2f} |",
@@ -103,9 +104,10 @@ def report(result: dict) -> str:
              "| schedule | projected hours (1 process, this machine) |", "|---|---|"]
     for iters, batch in ((3000, 32), (500, 4), (200, 4)):
         lines.append(f"| {iters} iterations x batch {batch} | {iters * batch * per / 3600:.1f} |")
-    lines += ["", "Reading: DQC on the ONNX graph runs every one of the model's ~3,000 nodes through autograd; a "
-              "schedule like 2DQuant's needs a block-wise engine (cache each block's float inputs, train one "
-              "block at a time in native torch) or a GPU. Not done in this project yet.", ""]
+    lines += ["", "Reading: a schedule like 2DQuant's (3,000 x 32) is out of reach on 2 CPU cores; a few hundred "
+              "iterations at batch 4 fit in an hour, which is what `ngswin_lowbit.md`'s DQC row runs (resumable "
+              "from its checkpoint). Getting closer to 2DQuant's schedule needs a block-wise engine (cache each "
+              "block's float inputs, train one block at a time) or a GPU: not done.", ""]
     return "\n".join(lines)
 
 
@@ -116,7 +118,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=WORK / "w4a4_DOBI_smooth_rot.onnx")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the md from the stored JSON")
     args = ap.parse_args()
+    if args.report_only:
+        print(report(json.loads(OUT.with_suffix(".json").read_text())))
+        OUT.with_suffix(".md").write_text(report(json.loads(OUT.with_suffix(".json").read_text())))
+        return
     if not args.model.exists():
         sys.exit(f"{args.model} is missing: run python benchmarks/ngswin_lowbit.py --bits 4 --methods DOBI+smooth+rot")
     result = measure(args.model, args.repeats)

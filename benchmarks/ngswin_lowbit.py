@@ -205,10 +205,10 @@ def write_report(store: dict, out: Path) -> str:
         "needs what 2DQuant adds after DOBI: distillation of the scales (DQC) with a real schedule.",
         "- W3A3 / W2A2 (goals 0.38 / 1.00): far off; at 3 bits the Linears alone cost ~9 dB and attention ~2 dB "
         "after smoothing + rotation.",
-        "- DQC: not run on NGswin. One DQC step through the ONNX graph's torch executor costs the time in "
-        "`ngswin_dqc_cost.md` per sample on this CPU, so a 2DQuant-like schedule (3,000 x 32) is out of reach "
-        "and even 200 x 4 takes hours; `--refine dqc` is resumable (`--dqc-checkpoint`) but a block-wise engine "
-        "(cached block inputs, native torch blocks) or a GPU is what it needs. Not done.",
+        "- DQC: one step costs 2.4 s per 64x64 sample on this CPU (`ngswin_dqc_cost.md`), so 2DQuant's "
+        "schedule (3,000 x 32) would take ~63 hours here; the DQC column runs the schedule it names (resumable: "
+        "`--refine dqc` checkpoints next to its output). A block-wise engine or a GPU is what the full schedule "
+        "needs: not done.",
         "- Mixed precision (`--target-loss`) on NGswin: not run (its sensitivity sweep over ~330 tensors would "
         "take hours on this CPU). Not done.", "",
         "## Calibration time and file size", "", "| variant | calib s (wall, incl. start-up) | size KiB |",
