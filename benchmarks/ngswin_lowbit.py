@@ -199,7 +199,7 @@ def write_report(store: dict, out: Path) -> str:
         "ModelOpt W8A8, our INT4 weight-only at block 32/64/128): `ngswin_peers.md`. Where the loss sits, layer "
         "group by group, and the smoothing strength sweep: `ngswin_diagnosis.md`.", "",
         "## Goals missed, and what would close them", "",
-        "- W8A8 (goal 0.02 dB): the best row above misses it narrowly; every Linear input is per-tensor here.",
+        "- W8A8 (goal 0.02 dB): met on Set5 by `smooth+rot`; DOBI alone misses it narrowly (every Linear input is per-tensor).",
         "- W4A4 (goal 0.12): smoothing + rotation took DOBI's loss from 9.7 dB to the `smooth+rot` cell; what is "
         "left is spread over attention (P @ V most), `fc1`, `proj` and `fc2` (`ngswin_diagnosis.md`). Closing it "
         "needs what 2DQuant adds after DOBI: distillation of the scales (DQC) with a real schedule.",
