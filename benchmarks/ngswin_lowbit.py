@@ -89,9 +89,9 @@ def calibrate_args(float_path: Path, npz: Path, out: Path, bits: int, label: str
             *extra, "--threads", str(args.threads), "--json", "-o", str(out)]
 
 
-def psnr(path: Path, dataset: Path, threads: int) -> float:
+def psnr(path: Path, dataset: Path, threads: int, level: str = "basic") -> float:
     out, _ = qdeploy("eval", "sr", str(path), "--dataset", str(dataset), "--scale", "2", "--range", "0-1",
-                     "--graph-optimization", "basic", "--threads", str(threads), "--json", threads=threads)
+                     "--graph-optimization", level, "--threads", str(threads), "--json", threads=threads)
     report = json.loads(out)
     return float(next(m for m in report["models"] if m["kind"] != "bicubic")["psnr_y"])
 

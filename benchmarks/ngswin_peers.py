@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _modelopt_baseline import modelopt_quantize  # noqa: E402
 from generality import npz_feeds, ort_threads  # noqa: E402
+from ngswin_lowbit import psnr, qdeploy  # noqa: E402 (one runner for both NGswin reports)
 
 FLOAT_SET5 = 38.046
 MM = ["MatMul", "Gemm"]
@@ -67,26 +67,9 @@ def size_kib(path: Path) -> float:
     return (path.stat().st_size + (extra.stat().st_size if extra.exists() else 0)) / 1024
 
 
-def qdeploy(*args: str, threads: int) -> tuple[str, float]:
-    """Run one ``qdeploy`` command (this venv's console script); stdout and wall seconds."""
-    exe = str(Path(sys.executable).with_name("qdeploy"))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    done = subprocess.run([exe, *args], capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"qdeploy {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return done.stdout, time.perf_counter() - start
-
-
 def eval_args(path: Path, dataset: Path, threads: int, level: str) -> list[str]:
     return ["eval", "sr", str(path), "--dataset", str(dataset), "--scale", "2", "--range", "0-1",
             "--threads", str(threads), "--graph-optimization", level, "--json"]
-
-
-def psnr(path: Path, dataset: Path, threads: int, level: str = "basic") -> float:
-    out, _ = qdeploy(*eval_args(path, dataset, threads, level), threads=threads)
-    report = json.loads(out)
-    return float(next(m for m in report["models"] if m["kind"] != "bicubic")["psnr_y"])
 
 
 def quantized_ops(path: Path) -> dict[str, int]:

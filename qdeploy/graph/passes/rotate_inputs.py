@@ -9,11 +9,11 @@ closer to one grid (QuaRot, Ashkboos et al. 2024; the same trick for weights: th
 mix too). When ``K`` is not a power of two ``R`` is a seeded random orthogonal matrix (QR of a Gaussian).
 
 What changes in the graph: for each eligible ``Gemm``/``MatMul`` ``y = x W (+ b)`` with a constant 2-D
-weight, a float ``MatMul(x, R)`` named ``<node>/rotate`` is inserted and the weight is replaced by
-``R^T W`` (``W R`` for ``Gemm`` with ``transB=1``). The rotation node is *not* a layer to quantize:
-:func:`is_rotation` names it so selection can skip it. It stays a float op at run time (``K x K`` extra
-multiply-adds per token, said in the report); with ``channel_scales`` (SmoothQuant-style ``s``) the
-rotation becomes ``diag(1/s) R`` and the weight ``R^T diag(s) W`` (still one matrix each, still exact).
+weight, float ops are inserted in front of it, ``x -> [Mul(1/s) -> Add(-z/s) ->] MatMul(R)``, the last one
+named ``<node>/rotate`` (the optional affine part, :class:`ChannelAffine`, ``<node>/rotate_mul`` and
+``<node>/rotate_add``), and the weight becomes ``R^T diag(s) W`` (``W diag(s) R`` for ``Gemm`` with
+``transB=1``), the Gemm bias ``b + z W``. The inserted nodes are *not* layers to quantize: selection skips
+them by :func:`is_rotation`. They stay float ops at run time (``K x K`` extra multiply-adds per token).
 
 Determinism: ``R`` depends only on ``K`` and ``seed``; every Linear with the same ``K`` shares one ``R``
 initializer. Skipped: weights that are shared by several nodes, batched (3-D+) weights, ``K < 2``.
@@ -41,7 +41,7 @@ _ROTATION_NAME = re.compile(re.escape(ROTATION_SUFFIX) + r"(_mul|_add)?(_\d+)?$"
 
 
 def is_rotation(node: ir.Node) -> bool:
-    """True for the float ``MatMul`` this pass inserts (never itself a layer to quantize)."""
+    """True for the float ops this pass (and ``rotate_attention``) inserts: never layers to quantize."""
     return _ROTATION_NAME.search(node.name or "") is not None
 
 
