@@ -35,6 +35,11 @@ MODELS = {"abpn-x3": 96, "swinir-light-x2": 64, "imdn-x2": 64}
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 """qdeploy method -> ORT CalibrationMethod of the same idea."""
 
+ORT_HISTOGRAM_CHUNK = 4
+"""ORT's histogram calibrators (Percentile, Entropy) get the feeds 4 at a time, merged by ORT's own
+histogram collector: fed all 32 at once they hold every activation of every sample and SwinIR-light's
+exceeded this machine's memory (the process was killed). qdeploy streams on its own."""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,7 +91,8 @@ def _run_all(args: argparse.Namespace, work: Path) -> list[dict]:
                                "threads": threads, "work": str(work), "value_range": value_range}
                         got = _spawn(job)
                         runs.append({"model": model, "threads": threads, "tool": tool, "method": name,
-                                     "repeat": repeat, "seconds": got["seconds"], "note": got["note"]})
+                                     "repeat": repeat, "seconds": got["seconds"], "note": got["note"],
+                                     "peak_mb": got.get("peak_mb")})
                         print(f"{model} t={threads} {tool:7s} {name:10s} {got['seconds']:7.2f} s {got['note']}",
                               file=sys.stderr)
     return runs
@@ -145,10 +151,15 @@ def _work(job: dict) -> dict:
     if job["tool"] == "ort":
         import onnxruntime.quantization  # noqa: F401 - imported before timing
 
+        sys.path.insert(0, str(Path(__file__).parent))
+        from generality import ort_histogram_chunks
+
         arr = np.load(job["npz"])["input"]
         feeds = [{"input": arr[i : i + 1]} for i in range(len(arr))]
+        chunk = ORT_HISTOGRAM_CHUNK if job["method"] in ("Percentile", "Entropy") else None
         t = time.perf_counter()
-        note = _ort(Path(job["model"]), out, feeds, job["method"])
+        with ort_histogram_chunks(chunk):
+            note = _ort(Path(job["model"]), out, feeds, job["method"])
     else:
         import dataclasses
 
@@ -164,7 +175,10 @@ def _work(job: dict) -> dict:
     seconds = time.perf_counter() - t
     for p in out.parent.glob(out.name.removesuffix(".onnx") + "*"):
         p.unlink(missing_ok=True)
-    return {"seconds": seconds, "cores": cores, "note": note}
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return {"seconds": seconds, "cores": cores, "note": note, "peak_mb": peak_mb}
 
 
 def _ort(model: Path, out: Path, feeds: list[dict[str, np.ndarray]], method: str) -> str:
@@ -206,12 +220,15 @@ def _record(args: argparse.Namespace, runs: list[dict]) -> dict:
     import onnxruntime
 
     median: dict[str, float] = {}
+    peak: dict[str, float] = {}
     for key in {(r["model"], r["threads"], r["tool"], r["method"]) for r in runs}:
-        median["|".join(map(str, key))] = statistics.median(
-            r["seconds"] for r in runs if (r["model"], r["threads"], r["tool"], r["method"]) == key)
+        mine = [r for r in runs if (r["model"], r["threads"], r["tool"], r["method"]) == key]
+        median["|".join(map(str, key))] = statistics.median(r["seconds"] for r in mine)
+        peak["|".join(map(str, key))] = max(r.get("peak_mb") or 0.0 for r in mine)
     return {"command": "python " + " ".join(sys.argv), "crops": args.crops, "repeats": args.repeats,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "onnxruntime": onnxruntime.__version__, "median_s": median, "runs": runs}
+            "onnxruntime": onnxruntime.__version__, "median_s": median, "peak_mb": peak,
+            "ort_histogram_chunk": ORT_HISTOGRAM_CHUNK, "runs": runs}
 
 
 def _markdown(record: dict) -> str:
@@ -221,15 +238,20 @@ def _markdown(record: dict) -> str:
              f"Command: `{record['command']}`", "",
              f"{record['crops']} crops, median of {record['repeats']} interleaved runs, each a fresh process pinned "
              f"to the thread count; onnxruntime {record['onnxruntime']}, {record['cpus']} CPUs.", "",
+             f"ORT's Percentile and Entropy calibrators are fed {record.get('ort_histogram_chunk')} samples per call "
+             "(its own histogram merge): all 32 at once exceeded this machine's memory on SwinIR-light. "
+             "Peak MB = the process's peak resident memory (imports and model included).", "",
              "| model | threads | method | qdeploy s | ORT same s | ratio same | ratio vs ORT MinMax | "
-             "ratio vs ORT Percentile |", "|---|---|---|---|---|---|---|---|"]
+             "ratio vs ORT Percentile | qdeploy peak MB | ORT same peak MB |", "|---" * 10 + "|"]
     for model, threads in keys:
         ort = {m: med.get(f"{model}|{threads}|ort|{m}") for m in ORT_METHODS.values()}
         for k in sorted(k for k in med if k.startswith(f"{model}|{threads}|qdeploy|")):
             method = k.split("|")[3]
             ours, same = med[k], ort.get(ORT_METHODS.get(method, ""))
+            peak = record.get("peak_mb", {})
+            same_peak = peak.get(f"{model}|{threads}|ort|{ORT_METHODS.get(method, '')}")
             cells = [_fmt(ours), _fmt(same), _ratio(ours, same), _ratio(ours, ort["MinMax"]),
-                     _ratio(ours, ort["Percentile"])]
+                     _ratio(ours, ort["Percentile"]), _mb(peak.get(k)), _mb(same_peak)]
             lines.append(f"| {model} | {threads} | {method} | " + " | ".join(cells) + " |")
     notes = sorted({f"{r['model']}: ORT {r['note']}" for r in record["runs"] if r.get("note")})
     return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
@@ -237,6 +259,10 @@ def _markdown(record: dict) -> str:
 
 def _fmt(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds:.2f}"
+
+
+def _mb(value: float | None) -> str:
+    return "—" if not value else f"{value:.0f}"
 
 
 def _ratio(a: float, b: float | None) -> str:
