@@ -42,12 +42,7 @@ def print_summary(con: Any, result: Any, config: Any) -> None:
     if getattr(result, "verified", None) is not None:
         _print_verified(con, result.verified)
     if getattr(result, "fusion", None):
-        line = result.fusion["line"]
-        grid = _grid_label(config)
-        if " at W" in grid and grid.split(" at ")[1] != "W8A8":  # a low-bit simulation: 8-bit storage only
-            line = line.replace("will run INT8", f"fuse as 8-bit kernels holding {grid.split(' at ')[1]}-grid values "
-                                                 "(a simulation: no CPU kernel computes at these bits)")
-        con.print(f"QDQ placement: {line}")
+        con.print(f"QDQ placement: {result.fusion['line']}")
     con.print(f"wrote {result.output}  (cache {result.cache}, {format_elapsed(result.seconds, tenths=True)}"
               f"{', ranges reused from cache' if result.reused_cache else ''})")
 
@@ -78,7 +73,8 @@ def _print_plan(con: Any, plan: Any, placement: str | None = None) -> None:
     if plan.score is not None and plan.float_score is not None:
         reached += f", task loss {plan.float_score - plan.score:.3f} dB"
     verdict = "[green]met[/green]" if plan.met else "[red]NOT met[/red] (best map kept; everything raised)"
-    con.print(f"target {plan.target}: {verdict}; {reached}")
+    con.print(f"target {plan.target}: {verdict}; {reached}"
+              + (f"; measured on {plan.measured_on}" if getattr(plan, "measured_on", "") else ""))
     counts = ", ".join(f"{n} {label}" for label, n in sorted(plan.counts.items()))
     con.print(f"precision map: {counts}; packed size {plan.size_bytes / 1024:.1f} KiB "
               f"(lowest bits {plan.base_size_bytes / 1024:.1f} KiB, float {plan.float_size_bytes / 1024:.1f} KiB); "

@@ -25,6 +25,7 @@ __all__ = [
     "console",
     "input_range_callback",
     "json_safe",
+    "node_modules",
     "parse_range",
     "parse_shape",
     "parse_shapes",
@@ -155,3 +156,14 @@ def console(stderr: bool = False) -> Console:
     con = Console(stderr=stderr, highlight=False)
     con.soft_wrap = not con.is_terminal
     return con
+
+
+def node_modules(model: Any) -> dict[str, str]:
+    """{node name: the PyTorch module that computed its first output}, as recorded at export
+    (:func:`qdeploy.graph.names.readable_names`); nodes it knows no module for (its fallback is the node's
+    own name and op) are left out, as is everything of a model exported without the record."""
+    from qdeploy.graph.names import readable_names
+
+    values = readable_names(model)
+    found = {n.name: values.get(n.outputs[0].name, "") for n in model.graph if n.name and n.outputs}
+    return {node: module for node, module in found.items() if module and not module.startswith(node)}

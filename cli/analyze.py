@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from qdeploy_cli._common import PixelRange
 
 __all__ = ["analyze_cmd"]
 
@@ -40,11 +41,13 @@ __all__ = ["analyze_cmd"]
 )
 @click.option(
     "--range",
+    "--input-range",
     "value_range",
-    type=click.Choice(["0-1", "0-255"]),
+    type=PixelRange(as_text=True),
+    metavar="0-255|0-1",
     default="0-1",
     show_default=True,
-    help="Pixel value range the model expects.",
+    help="Pixel value range the model expects (0,255 / 0..255 / 255 work too).",
 )
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -264,8 +267,9 @@ def _print(result: Any, plan: Any, top: int) -> None:
 
     out = console()
     wide = out.width >= _WIDE
-    columns = _columns(wide)
-    rows = [(t, _cells(t, wide)) for t in result.tensors[:top]]
+    final = None if plan is None else plan.precision_map
+    columns = _columns(wide, final is not None)
+    rows = [(t, _cells(t, wide, final)) for t in result.tensors[:top]]
     others = sum(max([len(name), *(len(c[i]) for _, c in rows)]) for i, (name, _) in enumerate(columns) if i != 1)
     room = max(_MIN_TENSOR, out.width - others - 2 * len(columns))
     title = f"Most harmful quantized tensors (top {min(top, len(result.tensors))})"
@@ -280,8 +284,8 @@ def _print(result: Any, plan: Any, top: int) -> None:
         table.add_row(cells[0], tensor, *cells[2:])
     out.print(table)
     if not wide:
-        out.print("[dim]SQNR: the tensor vs float; only-q: output SQNR with only this tensor quantized; "
-                  "share: of the output noise. All columns: --report DIR or --json.[/dim]")
+        out.print("[dim]at: the grid analysed at; SQNR: the tensor vs float; only-q: output SQNR with only this "
+                  "tensor quantized; share: of the output noise. All columns: --report DIR or --json.[/dim]")
     for line in _summary_lines(result, plan):
         out.print(line)
 
@@ -300,13 +304,15 @@ def _fold(text: str, width: int) -> str:
     return "\n".join([*lines, line.rstrip()] if line else lines)
 
 
-def _columns(wide: bool) -> list[tuple[str, dict[str, Any]]]:
-    """(header, rich column options) of the table; column 1 is the tensor."""
+def _columns(wide: bool, final: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(header, rich column options) of the table; column 1 is the tensor. "at" is the grid the tensor was
+    analysed at; "final" (with a precision search) the precision the search left it at."""
     num = {"justify": "right", "no_wrap": True}
     cols: list[tuple[str, dict[str, Any]]] = [
         ("#", num),
         ("tensor", {"overflow": "fold", "min_width": _MIN_TENSOR}),
-        ("bits", {"no_wrap": True}),
+        ("at", {"no_wrap": True}),
+        *([("final", {"no_wrap": True})] if final else []),
         ("SQNR dB", num),
     ]
     if wide:
@@ -317,11 +323,12 @@ def _columns(wide: bool) -> list[tuple[str, dict[str, Any]]]:
     return [*cols, ("share", num)]
 
 
-def _cells(t: Any, wide: bool) -> list[str]:
+def _cells(t: Any, wide: bool, final: dict[str, str] | None = None) -> list[str]:
     """One row as plain text (the tensor cell is filled in by :func:`_print`)."""
     from qdeploy.analyze.report import _fmt
 
-    cells = [str(t.rank), "", f"{'W' if t.kind == 'weight' else 'A'}{t.bits}", _fmt(t.sqnr_db)]
+    cells = [str(t.rank), "", f"{'W' if t.kind == 'weight' else 'A'}{t.bits}",
+             *([final.get(t.name, "-")] if final is not None else []), _fmt(t.sqnr_db)]
     if wide:
         cells.append(_fmt(t.local_sqnr_db))
     cells += [f"{100 * t.clipped_fraction:.3g}", _fmt(t.only_quantized_sqnr_db)]

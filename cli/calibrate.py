@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from qdeploy_cli._common import PixelRange
 from qdeploy_cli._data_options import CropType, data_defaults
 
 from qdeploy.calib import observer_names  # numpy only: cheap, and --help lists every registered method
@@ -170,8 +171,10 @@ def _preset_options(op_types: str | None, include: tuple[str, ...], exclude: tup
               help="Random square crop size per image (an image smaller than it gives a square of its smaller "
                    f"side); `none` feeds whole images. Default for a model with dynamic H/W: {DEFAULT_CROP}; "
                    "else the model's fixed size (centre crop).")
-@click.option("--range", "value_range", type=click.Choice(["0-1", "0-255"]), default=None,
-              help="Pixel value range the model expects. Default: the range `qdeploy export` recorded for MODEL "
+@click.option("--range", "--input-range", "value_range", type=PixelRange(as_text=True), default=None,
+              metavar="0-255|0-1",
+              help="Pixel value range the model expects (0,255 / 0..255 / 255 work too). Default: the range "
+                   "`qdeploy export` recorded for MODEL "
                    "in its manifest.json, else 0-1.")
 @click.option("--color", type=click.Choice(["rgb", "y", "gray"]), default="rgb", show_default=True,
               help="Channels fed to the model.")

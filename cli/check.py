@@ -28,25 +28,35 @@ def check_cmd(model: Path, target: str, as_json: bool) -> None:
       qdeploy check model.trt.qdq.onnx --target tensorrt
       qdeploy check model.qdq.onnx --target ort-cpu --json
     """
-    from qdeploy_cli._common import console, print_json
+    from qdeploy_cli._common import console, node_modules, print_json
 
     from qdeploy.graph.io import load_model
     from qdeploy.trt import check_placement
 
-    report = check_placement(load_model(model), target)
+    graph_model = load_model(model)
+    report = check_placement(graph_model, target)
+    modules = node_modules(graph_model)
     if as_json:
-        print_json(report.to_dict())
+        doc = report.to_dict()
+        for entry in (*doc["nodes"], *doc["others"]):
+            entry["module"] = modules.get(entry["node"])
+        print_json(doc)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"QDQ placement vs {target}: {model}")
-    for col in ("node", "op", "status", "reason"):
+    table.add_column("node (module / ONNX name)", overflow="fold")
+    for col in ("op", "status", "reason"):
         table.add_column(col)
     for v in (*report.nodes, *report.others):
         reasons = [*v.misses, *v.warnings] or ["-"]
-        table.add_row(v.node, v.op_type, v.status, reasons[0])
+        module = modules.get(v.node)
+        shown = escape(v.node) if not module or module == v.node else f"{escape(module)}\n[dim]{escape(v.node)}[/dim]"
+        table.add_row(shown, v.op_type, v.status, reasons[0])
         for extra in reasons[1:]:
             table.add_row("", "", "", extra)
     con = console()
     con.print(table)
     con.print(report.summary_line())
+

@@ -33,7 +33,7 @@ def eval_group() -> None:
 @click.option("--dataset", type=click.Path(path_type=Path), required=True,
               help="Benchmark folder with HR/*.png (+ optional LR_bicubic/X{S}/<name>x{S}.png).")
 @click.option("--scale", type=click.IntRange(min=1), required=True, help="SR factor S (2, 3, 4, ...).")
-@click.option("--range", "value_range", type=PixelRange(), default=None, metavar="0-255|0-1",
+@click.option("--range", "--input-range", "value_range", type=PixelRange(), default=None, metavar="0-255|0-1",
               help="Pixel range the model takes and returns: 0-255 or 0-1 (0,255 / 0..255 / 255 work too). "
                    "Default: what `qdeploy export` recorded for the first model, else 0-255.")
 @click.option("--color", type=click.Choice(["rgb", "y"]), default=None,

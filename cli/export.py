@@ -52,7 +52,8 @@ def _zoo_epilog() -> str:
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
               show_default=True,
               help="auto: dynamo, falling back to TorchScript when dynamo fails (the reason is printed).")
-@click.option("--input-range", callback=input_range_callback, metavar="LOW,HIGH", default=None,
+@click.option("--input-range", "--range", "input_range", callback=input_range_callback, metavar="LOW,HIGH",
+              default=None,
               help="Value range of the model's inputs: random values and parity photos are scaled to it "
                    "[default: the zoo model's, else 0,1].")
 @click.option("--min-sqnr", type=float, default=60.0, show_default=True,

@@ -38,7 +38,8 @@ Examples:
               help="Untimed runs per model before timing.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Intra-op threads (default: the runtime's choice).")
-@click.option("--input-range", default=None, callback=input_range_callback, metavar="LOW-HIGH",
+@click.option("--input-range", "--range", "input_range", default=None, callback=input_range_callback,
+              metavar="LOW-HIGH",
               help=f"Value range of the inputs: images are scaled to it, random inputs drawn from it; {RANGE_HELP}. "
                    "Default: the range `qdeploy export` recorded for the first model, else 0-1.")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), metavar="DIR",

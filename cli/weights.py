@@ -36,7 +36,7 @@ def quantize_weights_cmd(model: Path, output: Path, bits: str, block_size: str, 
       qdeploy quantize-weights exports/swinir/model.onnx -o exports/swinir/model.int4w.onnx
       qdeploy quantize-weights model.onnx --block-size 128 --exclude "head" -o model.int4w.onnx
     """
-    from qdeploy_cli._common import console, print_json
+    from qdeploy_cli._common import console, node_modules, print_json
 
     from qdeploy.errors import InputError
     from qdeploy.graph.io import load_model, save_model
@@ -57,18 +57,20 @@ def quantize_weights_cmd(model: Path, output: Path, bits: str, block_size: str, 
     done = summary.get("quantized", [])
     skipped = summary.get("skipped", {})
     con.print(f"quantized {len(done)} weights to INT{bits} (block {block_size}); {len(skipped)} left float")
-    for line in _skipped_lines(skipped):
+    for line in _skipped_lines(skipped, modules=node_modules(quantized)):
         con.print(line, markup=False)
     ratio = sizes["input_bytes"] / max(sizes["output_bytes"], 1)
+    change = f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger: the weights are too small to gain"
     con.print(f"wrote {output}  ({sizes['input_bytes'] / 1024:,.0f} KiB -> {sizes['output_bytes'] / 1024:,.0f} KiB,"
-              f" {ratio:.2f}x smaller)")
+              f" {change})")
 
 
 #: How many names of the weights one reason left float the summary shows; the rest are counted, all are in --json.
 SHOWN_PER_REASON = 3
 
 
-def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_PER_REASON) -> list[str]:
+def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_PER_REASON,
+                   modules: dict[str, str] | None = None) -> list[str]:
     """One line per reason a weight was left float, most frequent first: how many, the reason, the first
     ``shown`` names and ``+N more`` (so a cut list is never mistaken for the whole one), e.g.
     ``10 left float: too small: a, b, c (+7 more; all of them: --json)``. (One reason repeated on ten
@@ -79,5 +81,12 @@ def _skipped_lines(skipped: dict[str, str], shown: int = SHOWN_PER_REASON) -> li
     lines = []
     for reason, nodes in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         more = f" (+{len(nodes) - shown} more; all of them: --json)" if len(nodes) > shown else ""
-        lines.append(f"  {len(nodes)} left float: {reason}: {', '.join(nodes[:shown])}{more}")
+        names = [_named(n, modules or {}) for n in nodes[:shown]]
+        lines.append(f"  {len(nodes)} left float: {reason}: {', '.join(names)}{more}")
     return lines
+
+
+def _named(node: str, modules: dict[str, str]) -> str:
+    """``layers.0.attn.qkv (node_MatMul_12)``: the module the node belongs to, then its ONNX name."""
+    module = modules.get(node)
+    return node if not module or module == node else f"{module} ({node})"

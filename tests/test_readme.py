@@ -104,3 +104,11 @@ def test_every_positional_argument_is_given() -> None:
             i += 1 if option is None or option.is_flag or option.count else 2
         required = [p for p in command.params if isinstance(p, click.Argument) and p.required]
         assert len(positional) >= len(required), f"`{name}` lacks {[p.name for p in required]}"
+
+
+def test_every_shell_block_fits_an_80_column_terminal() -> None:
+    """A user copies these lines from a terminal of 80 columns: no line of a ```bash block is wider."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    assert blocks
+    wide = [line for block in blocks for line in block.splitlines() if len(line) > 80]
+    assert wide == [], wide

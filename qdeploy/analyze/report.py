@@ -66,6 +66,9 @@ def legend(result: SensitivityResult) -> list[tuple[str, str]]:
         ("rank / #", "1 = hurts the output most; # = position in graph order (the plots' axis)"),
         ("module / ONNX name", "the PyTorch module that computed the tensor (recorded at export) / its name "
                                "in the graph (the key of the precision map and the calibration cache)"),
+        ("kind", "activation or weight"),
+        ("analysed at", "the grid the tensor was quantized to for this analysis (the starting width; after a "
+                        "precision search, \"final\" and the precision map give the width each tensor ends at)"),
         ("SQNR dB", "the tensor's dequantized value in the fully quantized model against the same tensor of "
                     "the float model: its own rounding plus all error arriving from upstream"),
         ("local dB", "the dequantized value against the QuantizeLinear's own input in the same quantized run: "
@@ -102,11 +105,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_COLUMNS = ("rank", "#", "module", "ONNX name", "kind", "bits", "SQNR dB", "local dB", "clipped %",
+_COLUMNS = ("rank", "#", "module", "ONNX name", "kind", "analysed at", "SQNR dB", "local dB", "clipped %",
             "only-quantized out dB", "only-float out dB", "contribution")
 
 
-def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
+def _columns(plan: PrecisionPlan | None) -> tuple[str, ...]:
+    """The table's columns; with a precision search, "final" (the precision the search gave) after the grid
+    the tensor was analysed at, so the table never shows only the starting width."""
+    if plan is None:
+        return _COLUMNS
+    at = _COLUMNS.index("analysed at") + 1
+    return (*_COLUMNS[:at], "final", *_COLUMNS[at:])
+
+
+def _rows(result: SensitivityResult, top: int | None, plan: PrecisionPlan | None = None) -> list[list[str]]:
     return [
         [
             str(t.rank),
@@ -115,6 +127,7 @@ def _rows(result: SensitivityResult, top: int | None) -> list[list[str]]:
             t.name,
             t.kind,
             f"int{t.bits}",
+            *([plan.precision_map.get(t.name, "-")] if plan is not None else []),
             _fmt(t.sqnr_db),
             _fmt(t.local_sqnr_db),
             f"{100 * t.clipped_fraction:.3g}",
@@ -155,9 +168,12 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _title(source: Source | None) -> str:
-    """``qdeploy analyze: model.w4a4.qdq.onnx`` (the analysed model's file name, when the source names it)."""
+    """``qdeploy analyze: model.w4a4.qdq.onnx``: the command that wrote the report (``qdeploy calibrate`` when
+    its ``--target-*`` search did, read from the source's command line) and the analysed model's file name."""
+    command = str((source or {}).get("command") or "").split()
+    tool = " ".join(command[:2]) if command[:1] == ["qdeploy"] and len(command) > 1 else "qdeploy analyze"
     model = (source or {}).get("QDQ model")
-    return f"qdeploy analyze: {Path(model).name}" if model else "qdeploy analyze"
+    return f"{tool}: {Path(model).name}" if model else tool
 
 
 def render_markdown(
@@ -176,10 +192,10 @@ def render_markdown(
         "",
         f"## Most harmful tensors (top {min(top, len(result.tensors))})",
         "",
-        "| " + " | ".join(_COLUMNS) + " |",
-        "|" + "---|" * len(_COLUMNS),
+        "| " + " | ".join(_columns(plan)) + " |",
+        "|" + "---|" * len(_columns(plan)),
     ]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(result, top)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(result, top, plan)]
     out += ["", "Columns:", "", *[f"- **{name}**: {meaning}" for name, meaning in legend(result)]]
     for key, file in (images or {}).items():
         out += ["", f"![{key}]({file})"]
@@ -246,7 +262,7 @@ def render_html(
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(_title(source))}</title>'
         f"<style>{_STYLE}{_PRINT_STYLE}</style></head><body><h1>{html.escape(_title(source))}</h1>"
         f"<ul class=notes>{summary}</ul>"
-        f"<h2>Most harmful tensors</h2><div class=wrap>{_html_table(_COLUMNS, _rows(result, top))}</div>"
+        f"<h2>Most harmful tensors</h2><div class=wrap>{_html_table(_columns(plan), _rows(result, top, plan))}</div>"
         f'<ul class=notes id=legend>{columns}</ul>{figures}{pmap}'
         "</body></html>\n"
     )

@@ -94,7 +94,8 @@ class PrecisionPlan:
     (``raised`` = ranked prefix length). ``size_bytes`` counts weights at their bit width as packed
     storage would (int4 = half a byte; QDQ files store them in 8 bits) plus the other initializers.
     ``speed`` is :func:`qdeploy.trt.fusion.check_placement`'s summary on ``fusion_target`` plus the count of
-    tensors left float; ``model`` (not in :meth:`to_dict`) is the final QDQ model.
+    tensors left float; ``model`` (not in :meth:`to_dict`) is the final QDQ model; ``measured_on`` says what
+    the target was measured on (which held-out inputs, how many), filled in by the caller that knows it.
     """
 
     precision_map: dict[str, str]
@@ -111,6 +112,7 @@ class PrecisionPlan:
     speed: dict[str, Any]
     seconds: float
     model: ir.Model | None = field(default=None, repr=False, compare=False)
+    measured_on: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -128,6 +130,7 @@ class PrecisionPlan:
             "candidates": list(self.candidates),
             "speed": dict(self.speed),
             "seconds": self.seconds,
+            "measured_on": self.measured_on,
         }
 
 

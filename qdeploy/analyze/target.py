@@ -164,7 +164,7 @@ def meet_target(
                                    config, progress=progress)
     plan = search_precision(float_model, qdq_model, heldout.batches, target, heldout.evaluator, raise_ranges,
                             analysis, config, fusion_target)
-    return analysis, plan
+    return analysis, dataclasses.replace(plan, measured_on=heldout.description)
 
 
 def _check_float_score(float_model: ir.Model, heldout: HeldOut, config: AnalyzeConfig) -> None:

@@ -40,9 +40,6 @@ CPU_FP16_NOTE = ("ORT's CPU provider runs ops that lack FP16 kernels (Conv on x8
 #: Why a "W4A4 sim" row's latency is not that of a W4A4 deployment.
 LOWBIT_SIM_NOTE = ("sub-8-bit accuracy simulation (low-bit grids in 8-bit storage, Clip + Q/DQ): the accuracy is "
                    "the low-bit model's, the latency this 8-bit Q/DQ graph's, not a low-bit kernel's (none on CPU)")
-#: Weights narrower than this count as a low-bit grid. 7-bit weights are int8 kernel safety, not a
-#: low-bit scheme (ORT's reduce_range; qdeploy's pair-saturation guard can shrink some weights too).
-_LOWBIT_WEIGHT_BITS = 7
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _INT4 = {ir.DataType.INT4, ir.DataType.UINT4}
@@ -92,24 +89,16 @@ def _quant_label(model: ir.Model) -> str | None:
 
 
 def _lowbit_label(model: ir.Model) -> str | None:
-    """``"W4A4 sim (8-bit storage)"`` when some grid is narrower than its 8-bit storage, else None.
-
-    Activations count when a grid Clip narrows them; weights when their codes span fewer than
-    :data:`_LOWBIT_WEIGHT_BITS` bits. Mixed precision lists every width: ``"W4/8A4/8 sim ..."``.
-    """
+    """``"W4A4 sim (8-bit storage)"`` when some grid is narrower than its 8-bit storage, else None
+    (:func:`qdeploy.graph.qdq_inventory.lowbit_grid`; mixed precision: ``"W4/8A4/8 sim ..."``)."""
     from qdeploy.errors import QDeployError
-    from qdeploy.graph.qdq_inventory import quantized_tensors
+    from qdeploy.graph.qdq_inventory import lowbit_grid
 
     try:
-        tensors = quantized_tensors(model.graph)
+        grid = lowbit_grid(model.graph)
     except (QDeployError, ValueError, TypeError, IndexError):  # an unusual graph keeps the dtype label
         return None
-    weights = sorted({t.bits for t in tensors if t.kind == "weight"})
-    acts = sorted({t.bits for t in tensors if t.kind == "activation"})
-    if not ((weights and weights[0] < _LOWBIT_WEIGHT_BITS) or (acts and acts[0] < 8)):
-        return None
-    parts = [f"{kind}{'/'.join(map(str, bits))}" for kind, bits in (("W", weights), ("A", acts)) if bits]
-    return f"{''.join(parts)} sim (8-bit storage)"
+    return None if grid is None else f"{grid} sim (8-bit storage)"
 
 
 def _float_label(model: ir.Model) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "QuantizedTensor",
     "dequantized",
     "is_op",
+    "lowbit_grid",
     "parse_precision",
     "precision_label",
     "quantized_tensors",
@@ -259,3 +260,23 @@ class FloatLookup:
         node = self.nodes.get(name)
         index = bias_slot(node) if node is not None else None
         return None if index is None else constant_array(node.inputs[index]).astype(np.float32)
+
+
+#: Weights narrower than this count as a low-bit grid. 7-bit weights are int8 kernel safety, not a
+#: low-bit scheme (ORT's reduce_range; qdeploy's pair-saturation guard can shrink some weights too).
+LOWBIT_WEIGHT_BITS = 7
+
+
+def lowbit_grid(graph: ir.Graph) -> str | None:
+    """``"W4A4"`` when some grid of an 8-bit-storage QDQ graph is narrower than its storage, else None.
+
+    Activations count when a grid Clip narrows them; weights when their codes span fewer than
+    :data:`LOWBIT_WEIGHT_BITS` bits. Mixed precision lists every width: ``"W4/8A4/8"``. Such a graph is a
+    simulation: its kernels are 8-bit, holding values of the narrower grid.
+    """
+    tensors = quantized_tensors(graph)
+    weights = sorted({t.bits for t in tensors if t.kind == "weight"})
+    acts = sorted({t.bits for t in tensors if t.kind == "activation"})
+    if not ((weights and weights[0] < LOWBIT_WEIGHT_BITS) or (acts and acts[0] < 8)):
+        return None
+    return "".join(f"{kind}{'/'.join(map(str, bits))}" for kind, bits in (("W", weights), ("A", acts)) if bits)

@@ -110,6 +110,8 @@ class FusionReport:
     target: str
     nodes: tuple[NodeVerdict, ...]
     others: tuple[NodeVerdict, ...] = ()
+    grid: str | None = None
+    """``"W4A4"`` for a low-bit simulation graph (8-bit storage holding a narrower grid), else None."""
 
     @property
     def quantized(self) -> int:
@@ -163,6 +165,9 @@ class FusionReport:
             line = self._weight_only_line()
             return line + (f"; {len(self.warnings)} placement warning(s)" if self.warnings else "")
         line = f"{self.int8}/{self.quantized} quantized layers will run INT8 on {self.target}"
+        if self.grid:  # a simulation: the kernels are 8-bit, the values on a narrower grid
+            line = (f"{self.int8}/{self.quantized} quantized layers fuse as 8-bit kernels on {self.target}, "
+                    f"holding {self.grid}-grid values (a simulation: no kernel computes at these bits)")
         falls = self.fallbacks
         if falls:
             line += f"; {len(falls)} will fall back: {_by_reason(falls)}"
@@ -204,6 +209,7 @@ class FusionReport:
             "weight_only_fallback": len(self.weight_only_fallbacks),
             "integer_ops": len(self.integer_ops),
             "float_islands": len(self.float_islands),
+            "grid": self.grid,
             "line": self.summary_line(),
         }
 
@@ -250,4 +256,15 @@ def check_placement(model: ir.Model, target: str) -> FusionReport:
         others = [NodeVerdict(name, "Add", False, True, (), (warning,)) for name, warning in tensorrt_adds(model.graph)]
     else:
         others = [NodeVerdict(v.node, v.op_type, True, v.int8, v.misses) for v in ort_cpu_ops(model.graph)]
-    return FusionReport(target, tuple(verdicts), tuple(others))
+    return FusionReport(target, tuple(verdicts), tuple(others), _grid(model))
+
+
+def _grid(model: ir.Model) -> str | None:
+    """The low-bit grid the graph simulates, if any (an unreadable inventory leaves the INT8 wording)."""
+    from qdeploy.errors import QDeployError
+    from qdeploy.graph.qdq_inventory import lowbit_grid
+
+    try:
+        return lowbit_grid(model.graph)
+    except (QDeployError, ValueError, TypeError, IndexError):
+        return None

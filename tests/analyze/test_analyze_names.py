@@ -61,7 +61,8 @@ def test_console_table_fits_80_columns(tmp_path: Path, float_model, w8a8, heldou
         rows = [line for line in lines if line.startswith(" ")]  # the table's; its title and the prose start at 0
         assert len(rows) > 10 and max(len(line) for line in rows) <= cut, width
         # off a terminal prose is not wrapped (a log line stays whole); on one, rich wraps it at the width
-        legend = any(line.startswith("SQNR: the tensor") and line.endswith("--json.") for line in lines)
+        legend = any(line.startswith("at: the grid analysed at; SQNR: the tensor") and line.endswith("--json.")
+                     for line in lines)
         assert legend == (width == "80")
         assert any("c1.weight" in line for line in lines) and any("top-level (Relu)" in line for line in lines)
         assert any(line.strip() == "/Relu_output_0" for line in lines)  # the ONNX name beneath its label

@@ -69,6 +69,20 @@ def test_target_sqnr_is_met_saved_and_reapplied(tmp_path: Path, files: dict[str,
         np.testing.assert_allclose(run(load_model(again), f)["y"], run(load_model(out), f)["y"], atol=1e-6)
 
 
+def test_target_line_says_what_it_was_measured_on(tmp_path: Path, files: dict[str, Path]) -> None:
+    """The console verdict names its basis (which held-out inputs, how many), as the JSON and cache do;
+    `--input-range` is accepted as calibrate's `--range` (one option, both names)."""
+    args = ["calibrate", str(files["float"]), "--data", str(files["calib"]), "--method", "minmax", "--bits", "W4A4",
+            "--target-sqnr", "20", "--target-data", str(files["held"]), "--target-samples", "4",
+            "--input-range", "0,1", "-o", str(tmp_path / "m.onnx")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("target "))
+    assert "measured on" in line and "held.npz" in " ".join(result.output.split()), result.output
+    doc = json.loads(CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "j.onnx"), "--json"]).stdout)
+    assert doc["plan"]["measured_on"] and "held.npz" in doc["plan"]["measured_on"]
+
+
 def test_hand_edited_map_all_int8_matches_uniform_w8a8(tmp_path: Path, files: dict[str, Path]) -> None:
     """Raising every tensor by hand must give the model an 8-bit calibration gives (same observer)."""
     common = [str(files["float"]), "--data", str(files["calib"])]

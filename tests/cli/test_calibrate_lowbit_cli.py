@@ -167,6 +167,16 @@ def test_a_low_bit_simulation_is_not_called_int8(attention_model: Path, data: Pa
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("QDQ placement:"))
     assert "will run INT8" not in line and "W4A4-grid values (a simulation" in line
+    for target in ("ort-cpu", "tensorrt"):  # `qdeploy check` says the same of the written graph
+        checked = CliRunner().invoke(cli, ["check", str(tmp_path / "a.onnx"), "--target", target, "--json"])
+        assert checked.exit_code == 0, checked.output
+        doc = json.loads(checked.stdout)
+        assert doc["grid"] == "W4A4" and "will run INT8" not in doc["line"] and "W4A4-grid" in doc["line"]
+    result = CliRunner().invoke(cli, ["calibrate", str(attention_model), "--data", str(data), "--method", "minmax",
+                                      "--threads", "1", "-o", str(tmp_path / "b.onnx")])
+    assert result.exit_code == 0, result.output
+    checked = json.loads(CliRunner().invoke(cli, ["check", str(tmp_path / "b.onnx"), "--json"]).stdout)
+    assert checked["grid"] is None and "will run INT8" in checked["line"]
 
 
 def test_refine_on_an_op_torch_cannot_run_fails_before_calibrating(data: Path, tmp_path: Path) -> None:

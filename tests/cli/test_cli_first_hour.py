@@ -134,6 +134,20 @@ def test_profile_takes_the_calibrate_spelling(tiny_model: Path) -> None:
     assert doc["accuracy_basis"] == "accuracy vs m.onnx on ort-cpu on uniform random inputs in 0..255 (seed 0)"
 
 
+def test_profile_takes_range_as_an_alias(tiny_model: Path) -> None:
+    result = CliRunner().invoke(cli, ["profile", str(tiny_model), *FAST, "--range", "0,255",
+                                      "--random-inputs", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["input_range"] == [0.0, 255.0]
+
+
+@pytest.mark.parametrize("command", [["calibrate"], ["analyze"], ["eval", "sr"], ["export"], ["profile"]])
+def test_both_range_option_names_are_listed(command: list[str]) -> None:
+    """One option, two names: `--range` (calibrate's) and `--input-range` (profile's) work on every command."""
+    text = CliRunner().invoke(cli, [*command, "--help"]).output
+    assert "--range" in text and "--input-range" in text, text
+
+
 def test_cut_lists_say_how_many_were_left_out_once_per_reason() -> None:
     skipped = {"head": "K=3 is not a multiple of the block"} | {f"node{i}": "too small" for i in range(10)}
     assert _skipped_lines(skipped) == [

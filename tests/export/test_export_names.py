@@ -148,3 +148,22 @@ def test_analyze_shows_module_paths(exports: dict[str, ExportResult], tmp_path: 
     lines = run.stdout.splitlines()  # the table (stderr holds the sweep's plain progress and estimate lines)
     assert max(len(line) for line in lines if line.startswith(" ")) <= 80  # table rows (prose starts at 0, unwrapped)
     assert any("blocks.1.act (Relu)" in line for line in lines) and any("attn.qkv" in line for line in lines)
+
+
+def test_check_and_quantize_weights_name_modules(exports: dict[str, ExportResult], tmp_path: Path) -> None:
+    """`qdeploy check` rows and the `quantize-weights` left-float list name the module beside the node."""
+    from qdeploy_cli.main import cli
+
+    model = load_model(exports["dynamo"].path)
+    qdq, _ = _qdq(model)
+    path = save_model(qdq, tmp_path / "q.onnx")
+    doc = json.loads(CliRunner().invoke(cli, ["check", str(path), "--target", "ort-cpu", "--json"]).stdout)
+    modules = {entry["node"]: entry["module"] for entry in doc["nodes"]}
+    assert {"head", "blocks.0.conv", "attn.qkv", "tail"} <= set(modules.values()), modules
+    table = CliRunner().invoke(cli, ["check", str(path), "--target", "ort-cpu"], env={"COLUMNS": "160"}).output
+    assert "attn.qkv" in table and "blocks.1.conv" in table
+    out = CliRunner().invoke(cli, ["quantize-weights", str(exports["dynamo"].path), "-o", str(tmp_path / "w.onnx")],
+                             env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    left = [line for line in out.output.splitlines() if "left float:" in line]
+    assert len(left) == 1 and "attn (node_matmul" in left[0], out.output  # module, then the ONNX node
