@@ -74,7 +74,7 @@ def _print_plan(con: Any, plan: Any, placement: str | None = None) -> None:
         reached += f", task loss {plan.float_score - plan.score:.3f} dB"
     verdict = "[green]met[/green]" if plan.met else "[red]NOT met[/red] (best map kept; everything raised)"
     con.print(f"target {plan.target}: {verdict}; {reached}"
-              + (f"; measured on {plan.measured_on}" if getattr(plan, "measured_on", "") else ""))
+              + (f"; measured as {plan.measured_on}" if getattr(plan, "measured_on", "") else ""))
     counts = ", ".join(f"{n} {label}" for label, n in sorted(plan.counts.items()))
     con.print(f"precision map: {counts}; packed size {plan.size_bytes / 1024:.1f} KiB "
               f"(lowest bits {plan.base_size_bytes / 1024:.1f} KiB, float {plan.float_size_bytes / 1024:.1f} KiB); "

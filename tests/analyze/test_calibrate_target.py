@@ -78,7 +78,7 @@ def test_target_line_says_what_it_was_measured_on(tmp_path: Path, files: dict[st
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("target "))
-    assert "measured on" in line and "held.npz" in " ".join(result.output.split()), result.output
+    assert "measured as output SQNR on" in line and "held.npz" in " ".join(result.output.split()), result.output
     doc = json.loads(CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "j.onnx"), "--json"]).stdout)
     assert doc["plan"]["measured_on"] and "held.npz" in doc["plan"]["measured_on"]
 
