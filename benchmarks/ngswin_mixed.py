@@ -65,7 +65,7 @@ def main() -> None:
     if "plan" not in record:  # --eval-only on a model written by the command by hand: its cache has the plan
         cache = json.loads((OUT / "w4a4_mixed.calib.json").read_text())
         record["plan"] = cache["extra"]["target"]
-        record.setdefault("calibrate_s", 2959.0)  # that run's own "wrote ... (49 min 19 s)" line
+    record.setdefault("calibrate_s", 2959.0)  # the by-hand run's own "wrote ... (49 min 19 s)" line
     shown = " ".join(calibrate_command()).replace(str(REPO) + "/", "")
     record["command"] = shown.replace(str(REPO.parent) + "/", "../")
     record["sets"] = {name: evaluate(name) for name in ("Set5", "Set14")}
