@@ -16,6 +16,7 @@ kept in every suffix model, so a weight's switch always takes effect. Results ar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -184,6 +185,9 @@ class PrefixRunner:
         self.cuts = self._thin(eligible, max_cuts)
         self.cache: dict[bool, list[dict[str, np.ndarray]]] = {True: [], False: []}
         self.sessions: dict[int, Any] = {}
+        #: Seconds each suffix session took to open: on a large graph opening dominates a tensor's own runs,
+        #: so the sweep's estimate counts it once per cut, not once per tensor.
+        self.open_seconds: list[float] = []
         self.out_names = [v.name for v in switch.model.graph.outputs]
         self.cache_bytes = 0
         work = np.array([not c for c in self.layout.constant], dtype=np.int64)
@@ -232,6 +236,10 @@ class PrefixRunner:
         start = self.layout.starts[i]
         return max((k for k in self.cuts if k <= start), default=0)
 
+    def unopened_cuts(self, n: int) -> int:
+        """How many suffix sessions tensors ``0..n-1`` will still open (cut 0 is the full model's)."""
+        return len({self.cut_of(i) for i in range(n)} - {0} - set(self.sessions))
+
     def share(self, i: int) -> float:
         """Rough share of a full run's work that tensor ``i``'s runs do: the non-constant nodes from its cut on
         (node counts, not FLOPs: good enough for an estimate of the sweep's time)."""
@@ -247,7 +255,9 @@ class PrefixRunner:
             return self.sessions[0].run({**self.batches[b], MASK_INPUT: mask}, self.out_names)
         cached = self.cache[on][b]
         if k not in self.sessions:
+            start = time.perf_counter()
             session = self.open(_suffix_model(self.switch, self.layout, k, cached))
+            self.open_seconds.append(time.perf_counter() - start)
             self.sessions[k] = (session, {spec.name for spec in session.inputs})
         session, inputs = self.sessions[k]
         feeds = {n: v for n, v in self.batches[b].items() if n in inputs}

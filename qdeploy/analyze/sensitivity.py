@@ -319,22 +319,26 @@ class _Sweep:
         result["float_score"] = None if self.evaluator is None else float(self.evaluator(self.float_outputs))
         result["only_q"] = [self.measure(0, False)] if n else []
         if n > 1:  # timed on tensor 1: tensor 0's runs pay the runtime's first-run warm-up (measured ~25x over)
-            second = time.perf_counter()
+            second, opened = time.perf_counter(), len(self.runner.open_seconds)
             result["only_q"].append(self.measure(1, False))
-            self._announce(time.perf_counter() - second, time.perf_counter() - start)
+            opening = sum(self.runner.open_seconds[opened:])
+            self._announce(time.perf_counter() - second - opening, time.perf_counter() - start)
         result["only_q"] += [self.measure(i, False) for i in range(2, n)]
         result["only_f"] = [self.measure(i, True) for i in range(n)]
         return result
 
     def _announce(self, second_s: float, elapsed_s: float) -> None:
-        """Estimate of the sweep from its second tensor (the first pays the runtime's warm-up): later
-        tensors' runs start at later cuts and do the share of a full run's nodes :meth:`PrefixRunner.share`
-        counts."""
+        """Estimate of the sweep from its second tensor's runs (the first pays the runtime's warm-up;
+        ``second_s`` excludes opening a session): later tensors' runs start at later cuts and do the share of
+        a full run's nodes :meth:`PrefixRunner.share` counts, and each cut not yet opened costs one session
+        opening (the mean of those opened so far; on a large graph they dominate)."""
         from qdeploy.progress import announce, estimate_line
 
         n = len(self.switch.tensors)
         full_s = second_s / max(self.runner.share(1), 1e-3)
+        opens = self.runner.open_seconds
         left_s = full_s * sum(self.runner.share(i) * (1 if i < 2 else 2) for i in range(n))
+        left_s += (sum(opens) / len(opens) if opens else 0.0) * self.runner.unopened_cuts(n)
         configs = 2 * n + 2
         announce(estimate_line(f"sensitivity sweep of {n} quantized tensors", configs,
                                f"configurations x {len(self.batches)} samples", (elapsed_s + left_s) / configs,
