@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from qdeploy_cli._common import name_cell
+
 from qdeploy.progress import format_elapsed
 
 __all__ = ["print_summary", "result_dict"]
@@ -61,8 +63,8 @@ def _range_table(ranges: list[Any], labels: dict[str, str], title: str) -> Any:
     table.add_column("chosen\nlo / hi", justify="right")
     table.add_column("clipped %", justify="right")
     for r in ranges:
-        table.add_row(_shown(r.name, labels), f"{r.observed_min:.4g}\n{r.observed_max:.4g}", f"{r.lo:.4g}\n{r.hi:.4g}",
-                      f"{100 * r.clipped_fraction:.3f}")
+        table.add_row(name_cell(r.name, labels), f"{r.observed_min:.4g}\n{r.observed_max:.4g}",
+                      f"{r.lo:.4g}\n{r.hi:.4g}", f"{100 * r.clipped_fraction:.3f}")
     return table
 
 
@@ -128,11 +130,6 @@ def _module_labels(cache: Path) -> dict[str, str]:
         return dict(json.loads(Path(cache).read_text()).get("extra", {}).get("modules", {}))
     except (OSError, ValueError, AttributeError):
         return {}
-
-
-def _shown(name: str, labels: dict[str, str]) -> str:
-    label = labels.get(name)
-    return name if not label or label == name else f"{label}\n[dim]{name}[/dim]"
 
 
 def _grid_label(config: Any) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "console",
     "input_range_callback",
     "json_safe",
+    "name_cell",
     "node_modules",
     "parse_range",
     "parse_shape",
@@ -167,3 +168,12 @@ def node_modules(model: Any) -> dict[str, str]:
     values = readable_names(model)
     found = {n.name: values.get(n.outputs[0].name, "") for n in model.graph if n.name and n.outputs}
     return {node: module for node, module in found.items() if module and not module.startswith(node)}
+
+
+def name_cell(name: str, labels: dict[str, str]) -> str:
+    """A table cell naming a tensor or node: its module label, then the ONNX name dimmed beneath (rich
+    markup, both escaped); the ONNX name alone when no label differs from it."""
+    from rich.markup import escape
+
+    label = labels.get(name)
+    return escape(name) if not label or label == name else f"{escape(label)}\n[dim]{escape(name)}[/dim]"

@@ -28,7 +28,7 @@ def check_cmd(model: Path, target: str, as_json: bool) -> None:
       qdeploy check model.trt.qdq.onnx --target tensorrt
       qdeploy check model.qdq.onnx --target ort-cpu --json
     """
-    from qdeploy_cli._common import console, node_modules, print_json
+    from qdeploy_cli._common import console, name_cell, node_modules, print_json
 
     from qdeploy.graph.io import load_model
     from qdeploy.trt import check_placement
@@ -42,7 +42,6 @@ def check_cmd(model: Path, target: str, as_json: bool) -> None:
             entry["module"] = modules.get(entry["node"])
         print_json(doc)
         return
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"QDQ placement vs {target}: {model}")
@@ -51,12 +50,9 @@ def check_cmd(model: Path, target: str, as_json: bool) -> None:
         table.add_column(col)
     for v in (*report.nodes, *report.others):
         reasons = [*v.misses, *v.warnings] or ["-"]
-        module = modules.get(v.node)
-        shown = escape(v.node) if not module or module == v.node else f"{escape(module)}\n[dim]{escape(v.node)}[/dim]"
-        table.add_row(shown, v.op_type, v.status, reasons[0])
+        table.add_row(name_cell(v.node, modules), v.op_type, v.status, reasons[0])
         for extra in reasons[1:]:
             table.add_row("", "", "", extra)
     con = console()
     con.print(table)
     con.print(report.summary_line())
-

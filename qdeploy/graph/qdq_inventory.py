@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from qdeploy.errors import InputError
+from qdeploy.errors import InputError, QDeployError
 from qdeploy.graph.select import bias_slot, constant_array, weight_slot
 
 __all__ = [
@@ -272,9 +272,13 @@ def lowbit_grid(graph: ir.Graph) -> str | None:
 
     Activations count when a grid Clip narrows them; weights when their codes span fewer than
     :data:`LOWBIT_WEIGHT_BITS` bits. Mixed precision lists every width: ``"W4/8A4/8"``. Such a graph is a
-    simulation: its kernels are 8-bit, holding values of the narrower grid.
+    simulation: its kernels are 8-bit, holding values of the narrower grid. A graph whose Q/DQ the inventory
+    cannot read also gives None: callers then keep their 8-bit wording.
     """
-    tensors = quantized_tensors(graph)
+    try:
+        tensors = quantized_tensors(graph)
+    except (QDeployError, ValueError, TypeError, IndexError):
+        return None
     weights = sorted({t.bits for t in tensors if t.kind == "weight"})
     acts = sorted({t.bits for t in tensors if t.kind == "activation"})
     if not ((weights and weights[0] < LOWBIT_WEIGHT_BITS) or (acts and acts[0] < 8)):

@@ -23,6 +23,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from qdeploy.graph.qdq_inventory import lowbit_grid
 from qdeploy.graph.select import QUANTIZABLE_OP_TYPES
 from qdeploy.trt.fusion_ops import ort_cpu_ops
 from qdeploy.trt.fusion_rules import (
@@ -256,15 +257,4 @@ def check_placement(model: ir.Model, target: str) -> FusionReport:
         others = [NodeVerdict(name, "Add", False, True, (), (warning,)) for name, warning in tensorrt_adds(model.graph)]
     else:
         others = [NodeVerdict(v.node, v.op_type, True, v.int8, v.misses) for v in ort_cpu_ops(model.graph)]
-    return FusionReport(target, tuple(verdicts), tuple(others), _grid(model))
-
-
-def _grid(model: ir.Model) -> str | None:
-    """The low-bit grid the graph simulates, if any (an unreadable inventory leaves the INT8 wording)."""
-    from qdeploy.errors import QDeployError
-    from qdeploy.graph.qdq_inventory import lowbit_grid
-
-    try:
-        return lowbit_grid(model.graph)
-    except (QDeployError, ValueError, TypeError, IndexError):
-        return None
+    return FusionReport(target, tuple(verdicts), tuple(others), lowbit_grid(model.graph))

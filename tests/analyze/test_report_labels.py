@@ -3,9 +3,7 @@ tensor's final precision beside the grid it was analysed at (not only the starti
 
 from __future__ import annotations
 
-from qdeploy.analyze import AnalyzeConfig, analyze_sensitivity
 from qdeploy.analyze.report import render_markdown
-from qdeploy.analyze.search import PrecisionTarget, search_precision
 
 
 def _table(markdown: str) -> tuple[list[str], list[list[str]]]:
@@ -22,13 +20,8 @@ def _table(markdown: str) -> tuple[list[str], list[list[str]]]:
     return split[0], rows
 
 
-def test_report_shows_the_final_map_and_names_its_command(float_model, w4a4, w8a8, heldout) -> None:
-    low, _ = w4a4
-    _, ranges8 = w8a8
-    config = AnalyzeConfig()
-    result = analyze_sensitivity(float_model, low, heldout, ranges=ranges8, config=config)
-    plan = search_precision(float_model, low, heldout, PrecisionTarget("sqnr", 25.0), ranges=ranges8,
-                            analysis=result, config=config)
+def test_report_shows_the_final_map_and_names_its_command(w4a4_searched) -> None:
+    result, plan = w4a4_searched
     source = {"QDQ model": "out/m.onnx", "command": "qdeploy calibrate m.onnx --data d --target-sqnr 25"}
     text = render_markdown(result, plan, top=50, source=source)
     assert text.splitlines()[0] == "# qdeploy calibrate: m.onnx"

@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qdeploy.analyze import AnalyzeConfig, analyze_sensitivity
 from qdeploy.analyze.report import KIND_COLORS, legend, write_analysis_report
-from qdeploy.analyze.search import PrecisionTarget, search_precision
 from qdeploy.evaluate.render import render_html_to_png, renderer_available
 
 pytestmark = pytest.mark.skipif(not renderer_available(), reason="WeasyPrint (with Pango) / pypdfium2 missing")
@@ -41,15 +39,10 @@ def _page_overflow(pdf_path: Path) -> list[str]:
     return cut
 
 
-def test_rendered_report_shows_tables_and_plots(tmp_path: Path, float_model, w4a4, w8a8, heldout) -> None:
+def test_rendered_report_shows_tables_and_plots(tmp_path: Path, w4a4_searched) -> None:
     import weasyprint
 
-    low, _ = w4a4
-    _, ranges8 = w8a8
-    config = AnalyzeConfig()
-    result = analyze_sensitivity(float_model, low, heldout, ranges=ranges8, config=config)
-    plan = search_precision(float_model, low, heldout, PrecisionTarget("sqnr", 25.0), ranges=ranges8,
-                            analysis=result, config=config)
+    result, plan = w4a4_searched
     command = "qdeploy analyze model.onnx model.w4a4.qdq.onnx --data heldout/ --report report"
     source = {"float model": "model.onnx", "QDQ model": "model.w4a4.qdq.onnx", "data": "heldout/ (3 samples)",
               "command": command}
